@@ -1,0 +1,25 @@
+"""inception: GoogLeNet from *Going Deeper with Convolutions* (Szegedy et al., 2014).
+
+>>> import inception
+>>> model = inception.googlenet()                     # the paper's network, aux heads included
+>>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5)
+"""
+
+from inception.config import ConfigError, GoogLeNetConfig
+from inception.cost import table1_cost
+from inception.model import GoogLeNet, GoogLeNetOutput, googlenet, googlenet_loss
+from inception.modules import AuxClassifier, ConvReLU, Inception
+
+__all__ = [
+    "AuxClassifier",
+    "ConfigError",
+    "ConvReLU",
+    "GoogLeNet",
+    "GoogLeNetConfig",
+    "GoogLeNetOutput",
+    "Inception",
+    "googlenet",
+    "googlenet_loss",
+    "table1_cost",
+]
+__version__ = "0.1.0"

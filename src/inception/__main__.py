@@ -1,0 +1,3 @@
+from inception.cli import main
+
+raise SystemExit(main())

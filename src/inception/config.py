@@ -1,0 +1,177 @@
+"""The model configuration: one dataclass whose defaults are the paper.
+
+Every way in which this package, torchvision, TF-slim or Caffe can depart from *Going Deeper with
+Convolutions* is a named field here, commented with what the paper says. A checkpoint or an
+exported model stores `asdict(config)`, so it rebuilds without flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+Norm = Literal["lrn", "bn", "none"]
+Stem = Literal["imagenet", "small"]
+ModuleForm = Literal["reduced", "naive"]
+AuxPool = Literal["5x5/3", "adaptive"]
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot build a model; the message names the field."""
+
+
+@dataclass(frozen=True)
+class GoogLeNetConfig:
+    """GoogLeNet hyper-parameters. The defaults build the network of Table 1 and section 5.
+
+    Fields that are not in the paper at all (the LRN constants, BN epsilon) follow Caffe's
+    `bvlc_googlenet` and torchvision respectively, and say so.
+    """
+
+    # "predicting the same 1000 classes" of ILSVRC 2014.
+    num_classes: int = 1000
+    # "taking RGB color channels with mean subtraction".
+    in_chans: int = 3
+    # "The size of the receptive field in our network is 224x224". The network itself ends in a
+    # global average pool and accepts any size; image_size fixes the aux heads' FC input (with the
+    # paper's 5x5/3 pool) and the cost figures of `inception summary`.
+    image_size: int = 224
+    # Section 4: "computationally cheaper versions". Multiplies every filter count of Table 1 and of
+    # the aux heads (128 filters, 1024 units), rounded to the nearest integer, at least 1.
+    width: float = 1.0
+    # "imagenet": the paper's conv 7x7/2 + max pool 3x3/2 (input / 4 before conv2).
+    # "small": for 28-64 px inputs (Fashion-MNIST, CIFAR). conv1 becomes 3x3/1 with the same 64
+    # filters and pool1 is removed (its LRN stays); everything after it is unchanged. The input is
+    # then divided by about 8 instead of 32 before the classifier: 28 px reaches 3a at 14x14, 4a
+    # at 7x7 (the aux pool 5x5/3 gives 1x1) and 5a at 3x3; 32 px gives 16, 8 and 4.
+    stem: Stem = "imagenet"
+    # Figure 2: "reduced" is (b), "Inception module with dimension reductions", which GoogLeNet
+    # uses; "naive" is (a): 1x1, 3x3, 5x5 and a 3x3 max pool side by side, no reductions and no
+    # pool projection, so the pool branch passes every input channel through.
+    module: ModuleForm = "reduced"
+    # Figure 3 has a LocalRespNorm after pool1 and after conv2's 3x3 convolution. "bn" puts a
+    # BatchNorm after every convolution instead (torchvision, TF-slim) and drops the LRNs;
+    # "none" has neither.
+    norm: Norm = "lrn"
+    # Table 1's "#5x5" column is a 5x5 convolution. torchvision and TF-slim use 3x3 (vision#906).
+    branch5x5_kernel: int = 5
+    # Table 1: "max pool 3x3/2" before 5a. torchvision and TF-slim use 2x2/2 ("MaxPool_5a_2x2").
+    pool4_kernel: int = 3
+    # Section 5: auxiliary classifiers on 4a and 4d, for training only: "At inference time, these
+    # auxiliary networks are discarded" (`GoogLeNet.drop_aux()`).
+    aux_logits: bool = True
+    # "the losses of the auxiliary classifiers were weighted by 0.3".
+    aux_weight: float = 0.3
+    # "An average pooling layer with 5x5 filter size and stride 3, resulting in an 4x4x512 output".
+    # torchvision uses an adaptive pool to 4x4, which at 14x14 averages 4x4 windows at stride 3-4.
+    aux_pool: AuxPool = "5x5/3"
+    # Table 1: "dropout (40%)". torchvision uses 0.2 and TF-slim keep_prob 0.8.
+    dropout: float = 0.4
+    # "A dropout layer with 70% ratio of dropped outputs."
+    aux_dropout: float = 0.7
+    # Not in the paper (it predates BN); torchvision's BasicConv2d uses eps=0.001.
+    bn_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _validate_literals(self)
+        checks = [
+            (self.num_classes >= 1, "num_classes must be at least 1"),
+            (self.in_chans >= 1, "in_chans must be at least 1"),
+            (self.image_size >= 8, "image_size must be at least 8"),
+            (self.width > 0, "width must be positive"),
+            (self.branch5x5_kernel in (3, 5), "branch5x5_kernel must be 5 (paper) or 3"),
+            (self.pool4_kernel in (2, 3), "pool4_kernel must be 3 (paper) or 2"),
+            (self.aux_weight >= 0, "aux_weight must be non-negative"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.aux_dropout < 1, "aux_dropout must be in [0, 1)"),
+            (self.bn_eps > 0, "bn_eps must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @classmethod
+    def torchvision(cls, **overrides: Any) -> GoogLeNetConfig:
+        """The layout of `torchvision.models.googlenet`: same parameter shapes, one for one.
+
+        BatchNorm instead of LRN, a 3x3 "5x5" branch, a 2x2/2 pool before 5a, 20% dropout and an
+        adaptive 4x4 pool in the aux heads.
+        """
+        layout = dict(norm="bn", branch5x5_kernel=3, pool4_kernel=2, dropout=0.2,
+                      aux_pool="adaptive")
+        return cls(**{**layout, **overrides})
+
+    def replace(self, **changes: Any) -> GoogLeNetConfig:
+        """A copy with `changes` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GoogLeNetConfig:
+        """Build from a dict such as a checkpoint's, refusing unknown keys by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def differences_from_paper(self) -> dict[str, tuple[Any, Any]]:
+        """{field: (this value, the paper's)} for every architectural field off the paper."""
+        paper = GoogLeNetConfig()
+        return {
+            f.name: (getattr(self, f.name), getattr(paper, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(paper, f.name)
+        }
+
+
+def _validate_literals(config: GoogLeNetConfig) -> None:
+    hints = typing.get_type_hints(type(config))
+    for f in fields(config):
+        is_literal = typing.get_origin(hints[f.name]) is Literal
+        choices = typing.get_args(hints[f.name]) if is_literal else None
+        value = getattr(config, f.name)
+        if choices and value not in choices:
+            allowed = ", ".join(map(str, choices))
+            raise ConfigError(f"{f.name} must be one of {allowed}; got {value!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
+    """Add one `--field-name` flag per config field (or per field in `only`).
+
+    Defaults are None so that `config_from_arguments` can tell a flag the user gave from one left
+    out; booleans get `--x/--no-x`.
+    """
+    hints = typing.get_type_hints(GoogLeNetConfig)
+    group = parser.add_argument_group("model config (defaults: the paper)")
+    for f in fields(GoogLeNetConfig):
+        if only and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        help_text = f"default: {f.default}"
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                               help=help_text)
+        elif typing.get_origin(hint) is Literal:
+            group.add_argument(flag, choices=typing.get_args(hint), default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=hint, default=None, metavar=f.name.upper(),
+                               help=help_text)
+
+
+def config_from_arguments(args: argparse.Namespace,
+                          base: GoogLeNetConfig | None = None) -> GoogLeNetConfig:
+    """`base` (the paper by default) with every config flag the user gave applied."""
+    base = base or GoogLeNetConfig()
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(GoogLeNetConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return base.replace(**given)

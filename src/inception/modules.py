@@ -1,0 +1,135 @@
+"""The building blocks of GoogLeNet: conv+ReLU, the Inception module (both forms of Figure 2) and
+the auxiliary classifier of section 5. Each is one parametrized class.
+
+Parameter names follow torchvision's (`conv`, `bn`, `branch1`..`branch4`, `fc1`, `fc2`), so that
+`inception.torchvision_compat` maps a torchvision state dict onto ours by prefix alone.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Not in the paper. Caffe's bvlc_googlenet, the port made with the first author's help, uses
+# local_size 5, alpha 1e-4, beta 0.75 (k = 1) for both LRN layers; PyTorch's LocalResponseNorm has
+# Caffe's across-channels semantics (alpha is divided by size).
+LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K = 5, 1e-4, 0.75, 1.0
+
+
+def local_response_norm() -> nn.LocalResponseNorm:
+    """The LocalRespNorm of Figure 3, with Caffe's constants."""
+    return nn.LocalResponseNorm(LRN_SIZE, alpha=LRN_ALPHA, beta=LRN_BETA, k=LRN_K)
+
+
+class ConvReLU(nn.Module):
+    """A square convolution with "same" padding, an optional BatchNorm, and a ReLU.
+
+    "All the convolutions, including those inside the Inception modules, use rectified linear
+    activation" -- the 1x1 reductions and pool projections included. With `batch_norm` the
+    convolution has no bias (the BN shift replaces it), as in torchvision.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 batch_norm: bool = False, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=kernel_size // 2, bias=not batch_norm)
+        self.bn = nn.BatchNorm2d(out_channels, eps=bn_eps) if batch_norm else nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    """The Inception module of Figure 2, in either form.
+
+    reduced (Figure 2b, used by GoogLeNet): "1x1 convolutions are used to compute reductions
+    before the expensive 3x3 and 5x5 convolutions", and a 1x1 "projection layer after the built-in
+    max-pooling". Output depth: n1x1 + n3x3 + n5x5 + pool_proj.
+
+    naive (Figure 2a): the 1x1, 3x3 and 5x5 convolutions read the input directly and the 3x3 max
+    pool passes every input channel through. `n3x3_reduce`, `n5x5_reduce` and `pool_proj` are
+    ignored. Output depth: n1x1 + n3x3 + n5x5 + in_channels.
+
+    The four branch outputs are "concatenated into a single output vector forming the input of
+    the next stage".
+    """
+
+    def __init__(self, in_channels: int, n1x1: int, n3x3_reduce: int, n3x3: int, n5x5_reduce: int,
+                 n5x5: int, pool_proj: int, *, naive: bool = False, branch5x5_kernel: int = 5,
+                 batch_norm: bool = False, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.naive = naive
+
+        def conv(cin: int, cout: int, k: int) -> ConvReLU:
+            return ConvReLU(cin, cout, k, batch_norm=batch_norm, bn_eps=bn_eps)
+
+        def branch(reduce: int, out: int, k: int) -> nn.Sequential:
+            if naive:
+                return nn.Sequential(conv(in_channels, out, k))
+            return nn.Sequential(conv(in_channels, reduce, 1), conv(reduce, out, k))
+
+        self.branch1 = conv(in_channels, n1x1, 1)
+        self.branch2 = branch(n3x3_reduce, n3x3, 3)
+        self.branch3 = branch(n5x5_reduce, n5x5, branch5x5_kernel)
+        pool = nn.MaxPool2d(3, stride=1, padding=1)
+        self.branch4 = nn.Sequential(pool) if naive else nn.Sequential(
+            pool, conv(in_channels, pool_proj, 1))
+        self.out_channels = n1x1 + n3x3 + n5x5 + (in_channels if naive else pool_proj)
+
+    def branches(self) -> tuple[nn.Module, ...]:
+        return (self.branch1, self.branch2, self.branch3, self.branch4)
+
+    def filter_counts(self) -> dict[str, int | None]:
+        """Table 1's filter columns read back from this module's convolutions."""
+        def outs(seq: nn.Module) -> list[int]:
+            return [m.out_channels for m in seq.modules() if isinstance(m, nn.Conv2d)]
+
+        b2, b3, b4 = outs(self.branch2), outs(self.branch3), outs(self.branch4)
+        return {
+            "n1x1": self.branch1.conv.out_channels,
+            "n3x3_reduce": None if self.naive else b2[0],
+            "n3x3": b2[-1],
+            "n5x5_reduce": None if self.naive else b3[0],
+            "n5x5": b3[-1],
+            "pool_proj": None if self.naive else b4[0],
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([b(x) for b in self.branches()], dim=1)
+
+
+class AuxClassifier(nn.Module):
+    """The auxiliary classifier of section 5, put on top of 4a and 4d during training:
+
+    - "An average pooling layer with 5x5 filter size and stride 3, resulting in an 4x4x512 output
+      for the (4a), and 4x4x528 for the (4d) stage." (`pool="adaptive"`: torchvision's 4x4
+      adaptive average pool instead);
+    - "A 1x1 convolution with 128 filters for dimension reduction and rectified linear activation.";
+    - "A fully connected layer with 1024 units and rectified linear activation.";
+    - "A dropout layer with 70% ratio of dropped outputs.";
+    - "A linear layer with softmax loss as the classifier" (the softmax lives in the loss).
+
+    `pooled_size` is the side of the pooled map (4 for a 14x14 input), which fixes fc1's input.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, *, pooled_size: int = 4,
+                 pool: str = "5x5/3", filters: int = 128, units: int = 1024, dropout: float = 0.7,
+                 batch_norm: bool = False, bn_eps: float = 1e-3) -> None:
+        super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=3) if pool == "5x5/3" else nn.AdaptiveAvgPool2d(
+            pooled_size)
+        self.conv = ConvReLU(in_channels, filters, 1, batch_norm=batch_norm, bn_eps=bn_eps)
+        self.fc1 = nn.Linear(filters * pooled_size * pooled_size, units)
+        self.relu = nn.ReLU(inplace=True)
+        self.dropout = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(units, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # N x 512 x 14 x 14 (4a) or N x 528 x 14 x 14 (4d) at 224 px
+        x = self.conv(self.pool(x))
+        # N x 128 x 4 x 4
+        x = self.relu(self.fc1(torch.flatten(x, 1)))
+        # N x 1024
+        return self.fc2(self.dropout(x))
