@@ -1,5 +1,11 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from inception import data as data_lib
 
 
 @pytest.fixture(autouse=True)
@@ -8,3 +14,49 @@ def _deterministic_threads():
     torch.set_num_threads(2)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """(train, test) from Debian's dataset-fashion-mnist; never downloads."""
+    try:
+        return data_lib.fashion_mnist(download=False)
+    except data_lib.DataError:
+        pytest.skip("dataset-fashion-mnist is not installed (CI installs it)")
+
+
+# Trouser, Sneaker, Bag: three Fashion-MNIST classes a small model separates quickly.
+FIXTURE_CLASSES = {"trouser": 1, "sneaker": 7, "bag": 8}
+
+
+def _save_mixed(array: np.ndarray, path: Path, k: int) -> Path:
+    """One Fashion-MNIST image in a rotating mix of formats, modes and sizes."""
+    image = Image.fromarray(array)
+    side = (28, 40, 57, 33)[k % 4]
+    image = image.resize((side, side + (k % 3) * 5), Image.BILINEAR)
+    mode, ext = [("L", ".png"), ("RGB", ".jpg"), ("RGBA", ".png"), ("P", ".png"),
+                 ("I;16", ".png"), ("CMYK", ".jpg"), ("LA", ".png"), ("RGB", ".jpeg")][k % 8]
+    if mode == "I;16":
+        image = Image.fromarray(array.astype(np.uint16) * 257).resize(image.size)
+    elif mode == "P":
+        image = image.convert("RGB").convert("P", palette=Image.ADAPTIVE, colors=64)
+    else:
+        image = image.convert(mode)
+    out = path.with_suffix(ext)
+    image.save(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory, fashion_mnist):
+    """train/ and val/ of three Fashion-MNIST classes as mixed JPEG/PNG, modes and sizes."""
+    root = tmp_path_factory.mktemp("folder")
+    train, test = fashion_mnist
+    for split, source, per_class in (("train", train, 60), ("val", test, 20)):
+        for name, label in FIXTURE_CLASSES.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            idx = (source.labels == label).nonzero().flatten()[:per_class]
+            for k, i in enumerate(idx.tolist()):
+                _save_mixed(source.images[i, 0].numpy(), folder / f"{i}", k)
+    return root

@@ -1,0 +1,203 @@
+"""Data sources: the built-in Fashion-MNIST and any image folder.
+
+Fashion-MNIST is read from the IDX files of Debian's `dataset-fashion-mnist` package
+(`/usr/share/datasets/fashion-mnist`) or from `--data-dir`; where neither has them, torchvision's
+downloader fetches them. It is held as one uint8 tensor and augmented batch-wise
+(`inception.transforms.BatchAugment`), so an epoch costs no per-image Python.
+
+An image folder has `train/` and `val/` subfolders of class folders (torchvision's ImageFolder
+layout). Images are decoded with PIL through torchvision, converted to RGB (or L for a
+one-channel model) whatever their mode (grayscale, RGBA, palette, CMYK), and transformed per image
+in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# The training set's per-pixel mean and std, for [0, 1] inputs.
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                    ".pgm")
+
+
+class DataError(ValueError):
+    """A data set that cannot be used; the message names the path and what to do."""
+
+
+@dataclass
+class TensorSplit:
+    """A whole split in memory: images N x C x H x W uint8, labels N int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None) -> TensorSplit:
+        return self if n is None else TensorSplit(self.images[:n], self.labels[:n])
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array: magic 0x0000 08 NDIM, big-endian dims."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(int)
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(data) != expected:
+        raise DataError(f"{path}: truncated or corrupt IDX file ({len(data)} bytes, expected "
+                        f"{expected}); delete it and fetch it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        for candidate in (folder / name, folder / "raw" / name,
+                          folder / "FashionMNIST" / "raw" / name):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def fashion_mnist(data_dir: str | Path | None = None, download: bool = True,
+                  ) -> tuple[TensorSplit, TensorSplit]:
+    """(train, test) Fashion-MNIST as uint8 tensors of shape N x 1 x 28 x 28.
+
+    Looks in `data_dir` (if given), then Debian's package; downloads with torchvision into
+    `data_dir` (default `~/.cache/inception/fashion-mnist`) only if neither has the files.
+    """
+    folders = [Path(data_dir)] if data_dir else []
+    folders.append(DEBIAN_FASHION_MNIST)
+    for folder in folders:
+        files = {split: [_find_idx(folder, s) for s in stems]
+                 for split, stems in FASHION_MNIST_FILES.items()}
+        if all(p is not None for paths in files.values() for p in paths):
+            log.debug("Fashion-MNIST from %s", folder)
+            return tuple(_split(*files[s]) for s in ("train", "test"))  # type: ignore[return-value]
+    if not download:
+        raise DataError(f"Fashion-MNIST not found in {', '.join(map(str, folders))}; install "
+                        "dataset-fashion-mnist or pass --data-dir")
+    target = Path(data_dir) if data_dir else Path.home() / ".cache" / "inception" / "fashion-mnist"
+    log.info("Fashion-MNIST not found locally; downloading with torchvision into %s", target)
+    from torchvision.datasets import FashionMNIST
+
+    try:
+        for train in (True, False):
+            FashionMNIST(str(target), train=train, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"Fashion-MNIST is not installed and could not be downloaded into "
+                        f"{target} ({e}); install dataset-fashion-mnist or pass --data-dir") from e
+    return fashion_mnist(target, download=False)
+
+
+def _split(images: Path, labels: Path) -> TensorSplit:
+    x = torch.from_numpy(_read_idx(images).copy()).unsqueeze(1)
+    y = torch.from_numpy(_read_idx(labels).astype(np.int64))
+    if len(x) != len(y):
+        raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
+    return TensorSplit(x, y)
+
+
+# -- image folders --------------------------------------------------------------------------------
+
+def folder_classes(root: Path) -> list[str]:
+    """The class folders of `root`, sorted, after checking that each holds at least one image."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; an image folder needs train/ and val/ "
+                        "subfolders of class folders")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders; put each class's images in {root}/CLASS/")
+    empty = [c for c in classes if not any(
+        p.suffix.lower() in IMAGE_EXTENSIONS for p in (root / c).rglob("*") if p.is_file())]
+    if empty:
+        raise DataError(f"{root}: class folder(s) with no images: {', '.join(empty)}; add images "
+                        "or remove the folder")
+    return classes
+
+
+def image_folder_splits(root: str | Path) -> tuple[Path, Path, list[str]]:
+    """(train dir, val dir, class names) of an ImageFolder-layout data set, checked."""
+    root = Path(root)
+    train, val = root / "train", root / "val"
+    classes = folder_classes(train)
+    val_classes = folder_classes(val)
+    if val_classes != classes:
+        only_train = sorted(set(classes) - set(val_classes))
+        only_val = sorted(set(val_classes) - set(classes))
+        raise DataError(f"{root}: train/ and val/ have different classes (only in train: "
+                        f"{only_train or '-'}; only in val: {only_val or '-'}); make them match")
+    return train, val, classes
+
+
+def to_8bit(image):
+    """16- and 32-bit integer images (16-bit PNGs load as "I;16" or "I") scaled to 8 bits: PIL's
+    own conversion would clip every value above 255 to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        from PIL import Image
+
+        array = np.asarray(image).astype(np.int64)
+        return Image.fromarray(np.clip(array >> 8, 0, 255).astype(np.uint8), mode="L")
+    return image
+
+
+class ImageFolderDataset(Dataset):
+    """torchvision's ImageFolder with the image mode fixed: RGB, or L for one-channel models."""
+
+    def __init__(self, root: Path, classes: list[str], transform, channels: int = 3) -> None:
+        from torchvision.datasets import ImageFolder
+
+        self.folder = ImageFolder(str(root), loader=self._load,
+                                  is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS))
+        if self.folder.classes != classes:
+            raise DataError(f"{root}: classes {self.folder.classes} differ from {classes}")
+        self.mode = "L" if channels == 1 else "RGB"
+        self.transform = transform
+
+    @staticmethod
+    def _load(path: str):
+        from PIL import Image, ImageOps
+
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image = ImageOps.exif_transpose(image)
+            image.load()
+        return image
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int):
+        path, label = self.folder.samples[index]
+        image = to_8bit(self.folder.loader(path))
+        if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+            # Composite transparency onto white rather than letting it turn black.
+            from PIL import Image
+
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        image = image.convert(self.mode)
+        return self.transform(image), label

@@ -1,0 +1,568 @@
+"""Training: data in, a run directory out.
+
+A run directory holds `config.json` (the resolved `TrainConfig`), `metrics.csv` (one row per
+epoch), `checkpoints/last.pt` (everything needed to resume, loadable with `weights_only=True`),
+the final `model.safetensors` + `model.json` (model config, preprocessing, class names),
+`results.json`, and PNG plots of the curves and the confusion matrix.
+
+Randomness is derived from (seed, epoch): every epoch reseeds the global generator and builds its
+own shuffling/augmentation generator, so a run resumed at an epoch boundary sees exactly the
+batches, augmentations and dropout masks of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader, Dataset
+
+from inception import data as data_lib
+from inception.config import ConfigError, TrainConfig
+from inception.model import GoogLeNet, googlenet_loss
+from inception.transforms import (
+    BatchAugment,
+    eval_transform,
+    folder_train_transform,
+    paper_train_transform,
+)
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
+                  "images_per_s")
+CHECKPOINT_FORMAT = 1
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or continue; the message names the file or flag."""
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+@dataclass
+class Batches:
+    """A re-iterable source of (images, labels) batches, one epoch per `epoch(n)` call."""
+
+    make: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    num_images: int
+    num_batches: int
+
+    def epoch(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.make(n)
+
+
+@dataclass
+class Data:
+    train: Batches
+    val: Batches
+    classes: list[str]
+    preprocessing: dict[str, Any]
+    val_name: str = "val"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A distinct, reproducible seed for each (run seed, epoch)."""
+    return (seed * 1_000_003 + epoch * 7919 + 1) % (2**63)
+
+
+def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int) -> torch.Tensor:
+    x = x.float().div_(255)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False)
+    return (x - mean) / std
+
+
+def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfig,
+                    mean: tuple[float, ...], std: tuple[float, ...], train: bool) -> Batches:
+    augment = BatchAugment(cfg.translate, flip=True, erase_p=cfg.erase_p) if train else None
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    n = len(split)
+    drop_last = train and n >= batch_size
+
+    def make(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        order = torch.randperm(n, generator=g) if train else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for i in range(0, stop, batch_size):
+            idx = order[i:i + batch_size]
+            x = split.images[idx]
+            if augment is not None:
+                x = augment(x, g)
+            yield _normalize(x, m, s, cfg.model.image_size), split.labels[idx]
+
+    batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    return Batches(make, n, batches)
+
+
+class _TensorImages(Dataset):
+    """A uint8 tensor split served as PIL images, for the per-image pipelines."""
+
+    def __init__(self, split: data_lib.TensorSplit, transform) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        array = self.split.images[i].permute(1, 2, 0).squeeze(-1).numpy()
+        return self.transform(Image.fromarray(array)), int(self.split.labels[i])
+
+
+def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: bool,
+                    pin: bool) -> Batches:
+    n = len(dataset)
+    drop_last = train and n >= batch_size
+
+    def make(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last,
+                            num_workers=cfg.workers, generator=g, pin_memory=pin,
+                            persistent_workers=False)
+        yield from loader
+
+    batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    return Batches(make, n, batches)
+
+
+def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.device) -> Data:
+    """The training and evaluation batches for `data` ("fashion-mnist" or a folder)."""
+    pin = device.type == "cuda"
+    size = cfg.model.image_size
+    if data == "fashion-mnist":
+        train, test = data_lib.fashion_mnist(data_dir)
+        train = train.subset(cfg.subset)
+        if cfg.model.in_chans != 1:
+            raise ConfigError("Fashion-MNIST is grayscale: use --in-chans 1")
+        mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
+        if cfg.augment == "paper":
+            std = (1.0,)  # "mean subtraction"
+        if cfg.augment == "batch":
+            train_batches = _tensor_batches(train, cfg.batch_size, cfg, mean, std, train=True)
+        else:
+            transform = (paper_train_transform(size, mean, std) if cfg.augment == "paper"
+                         else folder_train_transform(size, mean, std))
+            train_batches = _loader_batches(_TensorImages(train, transform), cfg.batch_size, cfg,
+                                            True, pin)
+        val = _tensor_batches(test, cfg.eval_batch_size, cfg, mean, std, train=False)
+        preprocessing = dict(image_size=size, resize=size, crop=size, mean=list(mean),
+                             std=list(std), channels=1, interpolation="bilinear")
+        return Data(train_batches, val, list(data_lib.FASHION_MNIST_CLASSES), preprocessing,
+                    val_name="test")
+
+    train_dir, val_dir, classes = data_lib.image_folder_splits(data)
+    channels = cfg.model.in_chans
+    mean = data_lib.IMAGENET_MEAN if channels == 3 else (0.5,) * channels
+    std = (1.0,) * channels if cfg.augment == "paper" else (
+        data_lib.IMAGENET_STD if channels == 3 else (0.25,) * channels)
+    if cfg.augment == "batch":
+        raise ConfigError("--augment batch needs an in-memory data set; use --augment folder or "
+                          "paper for an image folder")
+    transform = (paper_train_transform(size, mean, std) if cfg.augment == "paper"
+                 else folder_train_transform(size, mean, std))
+    train_set = data_lib.ImageFolderDataset(train_dir, classes, transform, channels)
+    if cfg.subset is not None:
+        train_set = torch.utils.data.Subset(train_set, range(min(cfg.subset, len(train_set))))
+    crop_fraction = 0.875
+    val_set = data_lib.ImageFolderDataset(val_dir, classes,
+                                          eval_transform(size, mean, std, crop_fraction), channels)
+    preprocessing = dict(image_size=size, resize=round(size / crop_fraction), crop=size,
+                         mean=list(mean), std=list(std), channels=channels,
+                         interpolation="bilinear")
+    return Data(_loader_batches(train_set, cfg.batch_size, cfg, True, pin),
+                _loader_batches(val_set, cfg.eval_batch_size, cfg, False, pin), classes,
+                preprocessing)
+
+
+# -- optimisation ---------------------------------------------------------------------------------
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum ("asynchronous stochastic gradient descent with 0.9 momentum" becomes
+    synchronous SGD here). Weight decay applies to weights, not to biases or BN parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per optimizer step.
+
+    "step": section 6's "fixed learning rate schedule (decreasing the learning rate by 4% every 8
+    epochs)", i.e. lr * 0.96 ** floor(epoch / 8). "onecycle": torch's OneCycleLR.
+    """
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=cfg.lr_step_epochs * steps_per_epoch, gamma=cfg.lr_step_gamma)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+        pct_start=cfg.warmup_fraction, div_factor=10.0, final_div_factor=100.0,
+        cycle_momentum=False)
+
+
+def ema_multi_avg_fn(decay: float) -> Callable[[list, list, Any], None]:
+    """Exponential moving average with TensorFlow's warm-up: the decay used for the n-th update is
+    min(decay, (1 + n) / (10 + n)), so the average follows the weights closely early on. One fused
+    `_foreach_lerp_` over all tensors (as torch's own `get_ema_multi_avg_fn`); integer buffers
+    (BN's batch counter) are copied."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: Any) -> None:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+    return update
+
+
+def make_average(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
+    """The parameter average used for evaluation and for the final model: "Polyak averaging [13]
+    was used to create the final model used at inference time." BN statistics are averaged too."""
+    if cfg.averaging == "none":
+        return None
+    multi_avg_fn = ema_multi_avg_fn(cfg.ema_decay) if cfg.averaging == "ema" else None
+    return AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)  # None: the mean
+
+
+# -- one epoch ------------------------------------------------------------------------------------
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig,
+                    device: torch.device, average: AveragedModel | None, average_from: int,
+                    step: int, progress=None) -> tuple[float, int, int]:
+    """One pass over `batches`. Returns (mean train loss, images seen, global step)."""
+    model.train()
+    total_loss, seen = torch.zeros((), dtype=torch.float64), 0
+    for x, y in batches:
+        x, y = _to_device(x, y, device, cfg.channels_last)
+        with _autocast(cfg, device):
+            if model.aux:
+                loss = googlenet_loss(model.forward_aux(x), y, cfg.model.aux_weight,
+                                      cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        if not torch.isfinite(loss):
+            raise RunError(f"the loss became {loss.item()} at step {step}; lower --lr or use "
+                           "--norm bn (the last checkpoint is kept)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        if average is not None and step > average_from:
+            average.update_parameters(model)
+        total_loss += loss.detach().double() * len(y)
+        seen += len(y)
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return (total_loss / max(seen, 1)).item(), seen, step
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
+             device: torch.device) -> dict[str, Any]:
+    """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    total_loss, top5, n = 0.0, 0, 0
+    for x, y in batches:
+        x, y = _to_device(x, y, device, cfg.channels_last)
+        with _autocast(cfg, device):
+            logits = model(x)
+        logits = logits.float()
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        k = min(5, num_classes)
+        top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum().item()
+        pred = logits.argmax(dim=1)
+        confusion += torch.bincount((y * num_classes + pred).cpu(),
+                                    minlength=num_classes**2).view(num_classes, num_classes)
+        n += len(y)
+    top1 = confusion.diag().sum().item()
+    return {"loss": total_loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
+            "confusion": confusion}
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file, fsync, then rename over `path`: a crash mid-write leaves
+    the previous file intact."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def export_model(run_dir: Path, model: GoogLeNet, classes: list[str],
+                 preprocessing: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """`model.safetensors` (inference weights, no aux heads) and `model.json` beside it."""
+    from safetensors.torch import save_file
+
+    config = model.config.replace(aux_logits=False)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+             if not k.startswith("aux.")}
+    path = run_dir / "model.safetensors"
+    save_file(state, str(path), metadata={"format": "inception.googlenet"})
+    _write_json(run_dir / "model.json", {"model": config.to_dict(),
+                                         "preprocessing": preprocessing, "classes": classes,
+                                         **extra})
+    return path
+
+
+def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tensor,
+                classes: list[str], val_name: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in rows], "o-", label=val_name)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
+    ax2.plot(epochs, [r["val_top5"] for r in rows], "o-", label="top-5")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"{val_name} accuracy (%)")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    curves = run_dir / "curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            value = int(confusion[i, j])
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > confusion.max() / 2 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({val_name})")
+    fig.tight_layout()
+    cm = run_dir / "confusion.png"
+    fig.savefig(cm, dpi=110)
+    plt.close(fig)
+    return [curves, cm]
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: dict[str, Any]
+    plots: list[Path] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
+    return torch.device(name)
+
+
+def prepare_run_dir(out: Path, resume: bool) -> None:
+    """Create `out`, refusing to write into someone else's results."""
+    if resume:
+        if not (out / "checkpoints" / "last.pt").exists():
+            raise RunError(f"--resume: {out}/checkpoints/last.pt does not exist; start a new run "
+                           "without --resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"--out {out} already exists and is not empty; pass --resume to continue "
+                       "it or choose another --out")
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise RunError(f"--out {out}: cannot write there ({e.strerror})") from e
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by `train`, loaded safely (`weights_only=True`)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated files, foreign pickles: all refused the same way
+        raise RunError(f"{path}: not a loadable checkpoint ({type(e).__name__}); it may be "
+                       "truncated or not written by inception") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise RunError(f"{path}: not an inception checkpoint")
+    return ckpt
+
+
+def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None = None,
+          data_dir: str | None = None, device: str = "auto", resume: bool = False,
+          progress: bool = True, stop_after: int | None = None) -> RunResult | None:
+    """Train a GoogLeNet as `cfg` says and write the run directory. See the module docstring.
+
+    `stop_after=N` ends the session after epoch N with a checkpoint and nothing else, as an
+    interruption would (time-sliced training); `resume=True` continues it. Returns None then.
+    """
+    t0 = time.perf_counter()
+    out = Path(out) if out else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    prepare_run_dir(out, resume)
+    ckpt_path = out / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(ckpt_path) if resume else None
+    if ckpt is not None:
+        saved = TrainConfig.from_dict(ckpt["train_config"])
+        if saved != cfg:
+            diffs = [k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v]
+            raise RunError(f"--resume: the flags differ from the run's saved config in "
+                           f"{', '.join(diffs)}; resume without changing them")
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)
+    dataset = load_data(cfg, data, data_dir, dev)
+    if cfg.model.num_classes != len(dataset.classes):
+        cfg = cfg.replace(num_classes=len(dataset.classes))
+    log.info("config: %s", json.dumps(cfg.to_dict()))
+    _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
+
+    model = GoogLeNet(cfg.model).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    steps_per_epoch = dataset.train.num_batches
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
+    average = make_average(model, cfg)
+    average_from = int(cfg.average_start * cfg.epochs * steps_per_epoch)
+    rows: list[dict[str, Any]] = []
+    start_epoch, step, wall_before = 0, 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if average is not None:
+            average.load_state_dict(ckpt["average"])
+        start_epoch, step, rows = ckpt["epoch"], ckpt["step"], ckpt["metrics"]
+        wall_before = rows[-1]["wall_s"] if rows else 0.0
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+
+    eval_model = average.module if average is not None else model
+    result = None
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)  # dropout masks
+        lr = optimizer.param_groups[0]["lr"]
+        bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
+        t_epoch = time.perf_counter()
+        train_loss, seen, step = train_one_epoch(
+            model, dataset.train.epoch(epoch), optimizer, scheduler, cfg, dev, average,
+            average_from, step, bar)
+        train_s = time.perf_counter() - t_epoch
+        if bar is not None:
+            bar.close()
+        evaluated = eval_model if (average is None or step > average_from) else model
+        result = evaluate(evaluated, dataset.val.epoch(0), len(dataset.classes), cfg, dev)
+        row = {"epoch": epoch + 1,
+               "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+               "train_loss": round(train_loss, 6), "val_loss": round(result["loss"], 6),
+               "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
+               "lr": lr, "images_per_s": round(seen / train_s, 1)}
+        rows.append(row)
+        log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  "
+                 "%.0f img/s", epoch + 1, cfg.epochs, train_loss, dataset.val_name,
+                 result["loss"], result["top1"], result["top5"], row["images_per_s"])
+        _write_metrics(out / "metrics.csv", rows)
+        atomic_save({"format": CHECKPOINT_FORMAT, "train_config": cfg.to_dict(),
+                     "epoch": epoch + 1, "step": step, "metrics": rows,
+                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(),
+                     "average": average.state_dict() if average is not None else None,
+                     "classes": dataset.classes}, ckpt_path)
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
+            log.info("stopping after epoch %d; continue with --resume --out %s", epoch + 1, out)
+            return None
+
+    if result is None:  # resumed a finished run: evaluate what it saved
+        result = evaluate(eval_model, dataset.val.epoch(0), len(dataset.classes), cfg, dev)
+    final = eval_model if (average is not None and step > average_from) else model
+    model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
+                              {"recipe": cfg.recipe, "data": data})
+    plots = write_plots(out, rows, result["confusion"], dataset.classes, dataset.val_name)
+    per_class = (result["confusion"].diag().float()
+                 / result["confusion"].sum(1).clamp(min=1).float() * 100).tolist()
+    results = {f"{dataset.val_name}_top1": round(result["top1"], 4),
+               f"{dataset.val_name}_top5": round(result["top5"], 4),
+               f"{dataset.val_name}_loss": round(result["loss"], 6),
+               "per_class_top1": dict(zip(dataset.classes, (round(p, 2) for p in per_class),
+                                          strict=True)),
+               "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+               "epochs": cfg.epochs, "recipe": cfg.recipe, "data": data,
+               "model": str(model_path), "run_dir": str(out),
+               "plots": [str(p) for p in plots],
+               "device": str(dev), "threads": torch.get_num_threads()}
+    _write_json(out / "results.json", results)
+    return RunResult(out, results, plots)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+                mininterval=1.0)

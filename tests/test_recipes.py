@@ -1,0 +1,115 @@
+"""The paper recipe, setting by setting (section 6), and the recipe registry."""
+
+import pytest
+import torch
+
+from inception import ConfigError, googlenet
+from inception.recipes import RECIPES, get_recipe
+from inception.training import ema_multi_avg_fn, make_average, make_optimizer, make_scheduler
+
+
+@pytest.fixture
+def paper():
+    return get_recipe("paper")
+
+
+def test_paper_settings(paper):
+    assert paper.momentum == 0.9 and not paper.nesterov  # "0.9 momentum"
+    assert paper.schedule == "step" and paper.lr_step_epochs == 8 and paper.lr_step_gamma == 0.96
+    assert paper.averaging == "polyak"
+    assert paper.augment == "paper"
+    assert paper.model.aux_weight == 0.3 and paper.model.aux_logits
+    assert paper.model.dropout == 0.4 and paper.model.aux_dropout == 0.7
+    assert paper.model.norm == "lrn" and paper.model.branch5x5_kernel == 5
+
+
+def test_paper_lr_at_epochs_0_7_8_16(paper):
+    """ "decreasing the learning rate by 4% every 8 epochs" """
+    steps_per_epoch = 5
+    model = torch.nn.Linear(2, 2)
+    opt = make_optimizer(model, paper)
+    sched = make_scheduler(opt, paper, steps_per_epoch)
+    lr_at = {}
+    for step in range(17 * steps_per_epoch):
+        if step % steps_per_epoch == 0:
+            lr_at[step // steps_per_epoch] = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+    assert lr_at[0] == pytest.approx(0.01)
+    assert lr_at[7] == pytest.approx(0.01)
+    assert lr_at[8] == pytest.approx(0.01 * 0.96)
+    assert lr_at[15] == pytest.approx(0.01 * 0.96)
+    assert lr_at[16] == pytest.approx(0.01 * 0.96**2)
+
+
+def test_polyak_average_is_the_mean_of_the_iterates(paper):
+    model = torch.nn.Linear(3, 1, bias=False)
+    avg = make_average(model, paper)
+    iterates = []
+    for k in range(5):
+        with torch.no_grad():
+            model.weight.fill_(float(k * k))
+        iterates.append(model.weight.clone())
+        avg.update_parameters(model)
+    assert torch.allclose(avg.module.weight, torch.stack(iterates).mean(0))
+
+
+def test_ema_arithmetic_with_warmup():
+    model = torch.nn.Linear(1, 1, bias=False)
+    cfg = get_recipe("fashion-mnist").replace(averaging="ema", ema_decay=0.99)
+    avg = make_average(model, cfg)
+    expected = None
+    for k in range(30):
+        with torch.no_grad():
+            model.weight.fill_(float(k))
+        if expected is None:
+            expected = float(k)  # the first update copies
+        else:
+            n = k  # updates so far
+            d = min(0.99, (1 + n) / (10 + n))
+            expected = d * expected + (1 - d) * k
+        avg.update_parameters(model)
+    assert avg.module.weight.item() == pytest.approx(expected)
+    late = [torch.tensor(1.0)]
+    ema_multi_avg_fn(0.99)(late, [torch.tensor(0.0)], 1000)
+    assert late[0].item() == pytest.approx(0.99)
+
+
+def test_training_loss_uses_the_aux_weight(monkeypatch):
+    """The training step passes the config's aux weight (0.3) to the loss."""
+    from inception import training
+
+    seen = []
+    real = training.googlenet_loss
+
+    def spy(output, target, aux_weight, label_smoothing):
+        seen.append(aux_weight)
+        return real(output, target, aux_weight, label_smoothing)
+
+    monkeypatch.setattr(training, "googlenet_loss", spy)
+    cfg = get_recipe("paper").replace(stem="small", image_size=32, width=0.25, num_classes=3,
+                                      precision="fp32")
+    model = googlenet(cfg.model)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, 1)
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
+    training.train_one_epoch(model, iter(batches), opt, sched, cfg, torch.device("cpu"), None,
+                             0, 0)
+    assert seen == [0.3]
+
+
+def test_every_recipe_builds_and_names_itself():
+    for name, make in RECIPES.items():
+        cfg = make()
+        assert cfg.recipe == name
+        googlenet(cfg.model.replace(aux_logits=cfg.model.aux_logits))
+    with pytest.raises(ConfigError, match="unknown recipe"):
+        get_recipe("imagenet-in-a-minute")
+
+
+def test_weight_decay_skips_biases_and_bn():
+    model = googlenet(norm="bn", stem="small", image_size=32, width=0.25, num_classes=3)
+    opt = make_optimizer(model, get_recipe("fashion-mnist"))
+    decayed, plain = opt.param_groups
+    assert all(p.ndim > 1 for p in decayed["params"]) and decayed["weight_decay"] > 0
+    assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0

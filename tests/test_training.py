@@ -1,0 +1,134 @@
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from inception import googlenet
+from inception.cli import main
+from inception.config import ConfigError, GoogLeNetConfig
+from inception.recipes import get_recipe
+from inception.training import METRIC_COLUMNS, RunError, load_checkpoint, train
+
+TIMING = {"wall_s", "images_per_s"}
+
+
+def _small(recipe="fashion-mnist", **changes):
+    base = dict(width=0.25, subset=2048, epochs=2, batch_size=64, workers=0)
+    return get_recipe(recipe).replace(**{**base, **changes})
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_fashion_mnist_run_directory(tmp_path, fashion_mnist):
+    run = train(_small(), out=tmp_path / "run", progress=False)
+    d = run.run_dir
+    for name in ("config.json", "metrics.csv", "checkpoints/last.pt", "model.safetensors",
+                 "model.json", "results.json", "curves.png", "confusion.png"):
+        assert (d / name).exists(), name
+    rows = _metrics(d)
+    assert list(rows[0]) == list(METRIC_COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
+    results = json.loads((d / "results.json").read_text())
+    assert {"test_top1", "test_top5", "wall_s", "epochs"} <= set(results)
+    assert results["test_top1"] > 50  # 64 steps on 2048 images: far above 10% chance
+    ckpt = load_checkpoint(d / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2
+    meta = json.loads((d / "model.json").read_text())
+    assert len(meta["classes"]) == 10 and meta["preprocessing"]["image_size"] == 28
+    # The exported model rebuilds from model.json alone, without aux heads, and matches.
+    model = googlenet(GoogLeNetConfig.from_dict(meta["model"]))
+    assert not model.aux
+    model.load_state_dict(load_file(d / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_resume_after_epoch_1_matches_an_uninterrupted_run(tmp_path, fashion_mnist):
+    cfg = _small()
+    full = train(cfg, out=tmp_path / "full", progress=False)
+    assert train(cfg, out=tmp_path / "cut", progress=False, stop_after=1) is None
+    assert len(_metrics(tmp_path / "cut")) == 1
+    resumed = train(cfg, out=tmp_path / "cut", progress=False, resume=True)
+    a, b = _metrics(full.run_dir), _metrics(resumed.run_dir)
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+    assert (full.run_dir / "model.safetensors").read_bytes() == \
+           (resumed.run_dir / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_train_on_a_mixed_image_folder_learns(tmp_path, image_folder):
+    cfg = _small(augment="folder", in_chans=3, subset=None, epochs=6, batch_size=16)
+    run = train(cfg, str(image_folder), out=tmp_path / "run", progress=False)
+    assert run.results["val_top1"] > 60  # 3 classes: chance is 33%
+    meta = json.loads((run.run_dir / "model.json").read_text())
+    assert meta["classes"] == ["bag", "sneaker", "trouser"]
+
+
+@pytest.mark.slow
+def test_paper_recipe_short_run_on_a_folder_learns(tmp_path, image_folder):
+    """Section 6's recipe as it is (LRN, true 5x5, lr 0.01, step schedule, Polyak averaging over
+    the second half, random-sized crops with random interpolation, Howard's distortions), at
+    96 px, width 0.25 and batch 16 for 8 epochs."""
+    cfg = get_recipe("paper").replace(image_size=96, width=0.25, epochs=8, batch_size=16,
+                                      workers=0)
+    run = train(cfg, str(image_folder), out=tmp_path / "run", progress=False)
+    rows = _metrics(run.run_dir)
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert run.results["val_top1"] > 50  # chance: 33%
+
+
+def test_existing_run_directory_is_never_overwritten(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(RunError, match="already exists"):
+        train(_small(), out=out, progress=False)
+    assert (out / "precious.txt").read_text() == "keep me"
+    with pytest.raises(RunError, match="does not exist"):
+        train(_small(), out=tmp_path / "nothing", resume=True, progress=False)
+
+
+def test_cli_train_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "missing")]) == 2
+    assert main(["train", "--recipe", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--epochs", "0", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("inception train: error:") for line in err)
+    assert "Traceback" not in "".join(err)
+
+
+def test_config_file_toml_and_yaml(tmp_path):
+    from inception.cli import build_parser, train_config_from_arguments
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('epochs = 3\nlr = 0.05\n[model]\nwidth = 0.5\n')
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("epochs: 4\nmodel:\n  dropout: 0.3\n")
+    for path, check in ((toml, lambda c: (c.epochs, c.lr, c.model.width) == (3, 0.05, 0.5)),
+                        (yaml, lambda c: (c.epochs, c.model.dropout) == (4, 0.3))):
+        args = build_parser().parse_args(["train", "--config", str(path), "--seed", "7"])
+        cfg, data = train_config_from_arguments(args)
+        assert check(cfg) and cfg.seed == 7 and data == "fashion-mnist"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 'ten'\n")
+    args = build_parser().parse_args(["train", "--config", str(bad)])
+    with pytest.raises(ConfigError, match="epochs must be of type int"):
+        train_config_from_arguments(args)
+
+
+def test_checkpoint_is_safe_to_load(tmp_path):
+    path = tmp_path / "last.pt"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": 1, "x": Payload()}, path)
+    with pytest.raises(RunError, match="not a loadable checkpoint"):
+        load_checkpoint(path)

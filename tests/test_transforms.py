@@ -1,0 +1,109 @@
+"""Section 6's image sampling, tested statistically with fixed seeds."""
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from inception.transforms import (
+    PAPER_INTERPOLATIONS,
+    BatchAugment,
+    Lighting,
+    RandomSizedCropRandomInterpolation,
+    paper_train_transform,
+)
+
+
+def _ks_uniform(samples: list[float], lo: float, hi: float) -> float:
+    """Kolmogorov-Smirnov distance between the samples and U[lo, hi]."""
+    xs = sorted(samples)
+    n = len(xs)
+    return max(max((i + 1) / n - (x - lo) / (hi - lo), (x - lo) / (hi - lo) - i / n)
+               for i, x in enumerate(xs))
+
+
+@pytest.fixture(scope="module")
+def crops():
+    torch.manual_seed(0)
+    t = RandomSizedCropRandomInterpolation(224)
+    image = Image.new("RGB", (1000, 1000))
+    return [t.make_params([image]) for _ in range(4000)]
+
+
+def test_crop_area_is_uniform_between_8_and_100_percent(crops):
+    areas = [p["height"] * p["width"] / 1e6 for p in crops]
+    assert min(areas) >= 0.079 and max(areas) <= 1.0
+    # Below 75% every box fits a square image, so no redraw thins the distribution there:
+    # conditional on it, the area must be uniform on [8%, 75%].
+    low = [a for a in areas if a <= 0.75]
+    critical = 1.63 / math.sqrt(len(low))  # KS at the 1% level
+    assert _ks_uniform(low, 0.08, 0.75) < critical
+    # ... and the share of draws landing there is more than its 0.67/0.92 = 73% of the range.
+    assert 0.73 < len(low) / len(areas) < 0.85
+
+
+def test_crop_aspect_ratio_between_3_4_and_4_3(crops):
+    ratios = [p["width"] / p["height"] for p in crops if p["height"] * p["width"] <= 0.75e6]
+    assert min(ratios) >= 0.75 - 0.01 and max(ratios) <= 4 / 3 + 0.01
+    logs = [math.log(r) for r in ratios]  # log-uniform, as torchvision draws it
+    assert _ks_uniform(logs, math.log(3 / 4), math.log(4 / 3)) < 1.63 / math.sqrt(len(logs))
+
+
+def test_interpolations_are_equally_likely(crops):
+    counts = Counter(p["interpolation"] for p in crops)
+    assert set(counts) == set(PAPER_INTERPOLATIONS)
+    assert InterpolationMode.BOX in counts  # "area"
+    expected = len(crops) / 4
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < 11.34  # chi-square, 3 degrees of freedom, 1% level
+
+
+def test_paper_transform_output():
+    torch.manual_seed(0)
+    t = paper_train_transform(64, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0))
+    out = t(Image.new("RGB", (100, 80), (128, 64, 32)))
+    assert out.shape == (3, 64, 64) and out.dtype == torch.float32
+    assert out.abs().max() <= 1.0  # mean subtraction of [0, 1] pixels
+
+
+def test_lighting_shifts_along_imagenet_pca():
+    torch.manual_seed(0)
+    image = torch.full((3, 4, 4), 0.5)
+    out = Lighting(0.1)(image.clone())
+    shift = (out - image)[:, 0, 0]
+    assert torch.allclose(out - image, shift.view(3, 1, 1).expand(3, 4, 4))
+    assert shift.abs().sum() > 0
+    gray = torch.full((1, 4, 4), 0.5)
+    assert torch.equal(Lighting(0.1)(gray), gray)
+
+
+def test_batch_augment_translates_and_flips_each_image_independently():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6).repeat(64, 1, 1, 1)
+    out = BatchAugment(translate=2)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # Every output is the input shifted by |dx|, |dy| <= 2 (zero fill), possibly mirrored.
+    for i in range(len(x)):
+        ok = False
+        for flip in (False, True):
+            src = x[i].flip(-1) if flip else x[i]
+            padded = torch.nn.functional.pad(src, (2, 2, 2, 2))
+            for dy in range(5):
+                for dx in range(5):
+                    if torch.equal(padded[:, dy:dy + 6, dx:dx + 6], out[i]):
+                        ok = True
+        assert ok, i
+    assert len({out[i].sum().item() for i in range(0, len(x), 2)}) > 3  # not all the same shift
+    again = BatchAugment(translate=2)(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_batch_augment_erasing():
+    x = torch.full((200, 1, 28, 28), 255, dtype=torch.uint8)
+    out = BatchAugment(translate=0, flip=False, erase_p=0.5)(x, torch.Generator().manual_seed(1))
+    erased = (out == 0).flatten(1).any(1).float().mean().item()
+    assert 0.4 < erased < 0.6
+    frac = (out == 0).flatten(1).float().mean(1)
+    assert frac.max() <= 0.26
