@@ -18,8 +18,6 @@ from inception.config import (
     given_arguments,
 )
 
-log = logging.getLogger("inception")
-
 
 class UsageError(Exception):
     """A bad flag or file, reported as one line naming it; exit status 2."""
