@@ -198,8 +198,10 @@ def table1_cost(config: GoogLeNetConfig | None = None) -> CostReport:
     """
     config = config or GoogLeNetConfig()
     paper_config = GoogLeNetConfig()
-    rows = _rows(config)
-    paper_rows = rows if _same_geometry(config, paper_config) else _rows(paper_config)
+    model, macs, shapes = _measure(config)
+    rows = _rows(config, model, macs, shapes)
+    paper_rows = (rows if _same_geometry(config, paper_config)
+                  else _rows(paper_config, *_measure(paper_config)))
     mismatches = []
     for row, ref, spec in zip(rows, paper_rows, TABLE1, strict=True):
         slips = []
@@ -220,7 +222,6 @@ def table1_cost(config: GoogLeNetConfig | None = None) -> CostReport:
         if slips:
             mismatches.append(f"{spec.name}: " + "; ".join(slips))
 
-    model, macs, _ = _measure(config)
     inference_params = sum(p.numel() for p in model.layers.parameters())
     total_ops = sum(r.ops for r in rows)
     with_aux_params = with_aux_ops = None
@@ -264,8 +265,9 @@ def _patch(name: str, printed: str | None, config: GoogLeNetConfig,
     return printed
 
 
-def _rows(config: GoogLeNetConfig) -> list[RowCost]:
-    model, macs, shapes = _measure(config)
+def _rows(config: GoogLeNetConfig, model: GoogLeNet, macs: dict[str, int],
+          shapes: dict[str, tuple]) -> list[RowCost]:
+    """One RowCost per Table 1 row from a `_measure`d model."""
     rows: list[RowCost] = []
     for spec in TABLE1:
         previous = rows[-1].output if rows else (config.image_size, config.image_size,

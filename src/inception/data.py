@@ -120,6 +120,22 @@ def _split(images: Path, labels: Path) -> TensorSplit:
     return TensorSplit(x, y)
 
 
+class TensorImageDataset(Dataset):
+    """An in-memory uint8 split served as PIL images, for the per-image pipelines."""
+
+    def __init__(self, split: TensorSplit, transform) -> None:
+        self.split, self.transform = split, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        array = self.split.images[i].permute(1, 2, 0).squeeze(-1).numpy()
+        return self.transform(Image.fromarray(array)), int(self.split.labels[i])
+
+
 # -- image folders --------------------------------------------------------------------------------
 
 def folder_classes(root: Path) -> list[str]:

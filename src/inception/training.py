@@ -110,22 +110,6 @@ def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConf
     return Batches(make, n, batches)
 
 
-class _TensorImages(Dataset):
-    """A uint8 tensor split served as PIL images, for the per-image pipelines."""
-
-    def __init__(self, split: data_lib.TensorSplit, transform) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        array = self.split.images[i].permute(1, 2, 0).squeeze(-1).numpy()
-        return self.transform(Image.fromarray(array)), int(self.split.labels[i])
-
-
 def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: bool,
                     pin: bool) -> Batches:
     n = len(dataset)
@@ -140,6 +124,14 @@ def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: 
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     return Batches(make, n, batches)
+
+
+def _train_transform(cfg: TrainConfig, mean: tuple[float, ...], std: tuple[float, ...]):
+    """The per-image training pipeline: section 6's ("paper") or the light one ("folder")."""
+    size = cfg.model.image_size
+    if cfg.augment == "paper":
+        return paper_train_transform(size, mean, std)
+    return folder_train_transform(size, mean, std)
 
 
 def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.device) -> Data:
@@ -157,10 +149,8 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
         if cfg.augment == "batch":
             train_batches = _tensor_batches(train, cfg.batch_size, cfg, mean, std, train=True)
         else:
-            transform = (paper_train_transform(size, mean, std) if cfg.augment == "paper"
-                         else folder_train_transform(size, mean, std))
-            train_batches = _loader_batches(_TensorImages(train, transform), cfg.batch_size, cfg,
-                                            True, pin)
+            images = data_lib.TensorImageDataset(train, _train_transform(cfg, mean, std))
+            train_batches = _loader_batches(images, cfg.batch_size, cfg, True, pin)
         val = _tensor_batches(test, cfg.eval_batch_size, cfg, mean, std, train=False)
         preprocessing = dict(image_size=size, resize=size, crop=size, mean=list(mean),
                              std=list(std), channels=1, interpolation="bilinear")
@@ -175,9 +165,8 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
     if cfg.augment == "batch":
         raise ConfigError("--augment batch needs an in-memory data set; use --augment folder or "
                           "paper for an image folder")
-    transform = (paper_train_transform(size, mean, std) if cfg.augment == "paper"
-                 else folder_train_transform(size, mean, std))
-    train_set = data_lib.ImageFolderDataset(train_dir, classes, transform, channels)
+    train_set = data_lib.ImageFolderDataset(train_dir, classes, _train_transform(cfg, mean, std),
+                                            channels)
     if cfg.subset is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(cfg.subset, len(train_set))))
     crop_fraction = 0.875
@@ -319,21 +308,24 @@ def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainCo
 
 # -- files ----------------------------------------------------------------------------------------
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, fsync, then rename over `path`: a crash mid-write leaves
-    the previous file intact."""
+def _replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+    """Write through `write(file)` to a temporary file, fsync, then rename over `path`: a crash
+    mid-write leaves the previous file intact."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
+    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save, atomically."""
+    _replace_atomically(path, lambda f: torch.save(obj, f), "wb")
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    _replace_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
 
 
 def export_model(run_dir: Path, model: GoogLeNet, classes: list[str],
@@ -551,12 +543,11 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
+    _replace_atomically(path, write)
 
 
 def _progress(enabled: bool, total: int, desc: str):
