@@ -60,3 +60,26 @@ def image_folder(tmp_path_factory, fashion_mnist):
             for k, i in enumerate(idx.tolist()):
                 _save_mixed(source.images[i, 0].numpy(), folder / f"{i}", k)
     return root
+
+
+@pytest.fixture(scope="session")
+def fashion_run(tmp_path_factory, fashion_mnist):
+    """A briefly trained Fashion-MNIST run directory (width 0.25, 2048 images, 2 epochs)."""
+    from inception.recipes import get_recipe
+    from inception.training import train
+
+    cfg = get_recipe("fashion-mnist").replace(width=0.25, subset=2048, epochs=2, batch_size=64,
+                                              workers=0)
+    return train(cfg, out=tmp_path_factory.mktemp("runs") / "fashion", progress=False).run_dir
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory, image_folder):
+    """A briefly trained run on the mixed image-folder fixture (3 classes, RGB, 32 px)."""
+    from inception.recipes import get_recipe
+    from inception.training import train
+
+    cfg = get_recipe("fashion-mnist").replace(width=0.25, epochs=2, batch_size=16, workers=0,
+                                              augment="folder", in_chans=3, image_size=32)
+    return train(cfg, str(image_folder), out=tmp_path_factory.mktemp("runs") / "folder",
+                 progress=False).run_dir

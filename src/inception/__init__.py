@@ -3,12 +3,15 @@
 >>> import inception
 >>> model = inception.googlenet()                     # the paper's network, aux heads included
 >>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5)
+>>> trained = inception.load("runs/fashion-mnist-20261125-101500")   # model, preprocessing, classes
+>>> ported = inception.from_torchvision("googlenet-1378be20.pth", transform_input=True)
 """
 
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.cost import table1_cost
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet, googlenet_loss
 from inception.modules import AuxClassifier, ConvReLU, Inception
+from inception.weights import LoadedModel, WeightsError, from_torchvision, load
 
 __all__ = [
     "AuxClassifier",
@@ -18,8 +21,12 @@ __all__ = [
     "GoogLeNetConfig",
     "GoogLeNetOutput",
     "Inception",
+    "LoadedModel",
+    "WeightsError",
+    "from_torchvision",
     "googlenet",
     "googlenet_loss",
+    "load",
     "table1_cost",
 ]
 __version__ = "0.1.0"

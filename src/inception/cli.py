@@ -93,7 +93,8 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
         data = data or run.get("data", "fashion-mnist")
     else:
         data = data or "fashion-mnist"
-        cfg = get_recipe(args.recipe or ("fashion-mnist" if data == "fashion-mnist" else "paper"))
+        default = "fashion-mnist" if data == "fashion-mnist" else "paper"
+        cfg = get_recipe(args.recipe or ("finetune" if args.init else default))
     if args.config:
         file_cfg = read_config_file(args.config)
         merged = cfg.to_dict()
@@ -106,6 +107,7 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
 def _train(args: argparse.Namespace) -> int:
     from inception.data import DataError
     from inception.training import RunError, train
+    from inception.weights import WeightsError
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
@@ -118,7 +120,7 @@ def _train(args: argparse.Namespace) -> int:
         run = train(cfg, data, out=args.out, data_dir=args.data_dir, device=args.device,
                     resume=args.resume, progress=not args.no_progress,
                     stop_after=args.stop_after)
-    except (DataError, RunError) as e:
+    except (DataError, RunError, WeightsError) as e:
         raise UsageError(str(e)) from e
     if run is None:
         print(f"stopped after epoch {args.stop_after}; continue with: inception train "
@@ -132,6 +134,115 @@ def _train(args: argparse.Namespace) -> int:
     print(f"model:         {r['model']} (+ model.json)")
     print(f"plots:         {', '.join(r['plots'])}")
     print(f"metrics:       {run.run_dir / 'metrics.csv'}, {run.run_dir / 'results.json'}")
+    return 0
+
+
+def _load_models(paths: Sequence[str]):
+    from inception.weights import WeightsError, load
+
+    try:
+        return [load(p) for p in paths]
+    except WeightsError as e:
+        raise UsageError(str(e)) from e
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from inception import evaluation
+    from inception.data import DataError
+
+    models = _load_models([args.model, *(args.ensemble or [])])
+    data = args.data or models[0].meta.get("data", "fashion-mnist")
+    if data != "fashion-mnist" and not Path(data).is_dir():
+        raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder with val/")
+    try:
+        result = evaluation.evaluate(models, data, crops=args.crops, subset=args.subset,
+                                     batch_size=args.batch_size, workers=args.workers,
+                                     data_dir=args.data_dir, progress=not args.json)
+    except (DataError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    out = Path(args.out) if args.out else models[0].path.parent
+    name = f"eval-{args.crops}crop" + (f"-{len(models)}models" if len(models) > 1 else "")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        result["confusion_png"] = str(evaluation.save_confusion(out / f"{name}.png", result))
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write the results ({e.strerror})") from e
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(evaluation.format_result(result))
+    print(f"confusion matrix: {result['confusion_png']}")
+    print(f"results:          {out / (name + '.json')}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from torchvision.transforms import v2
+
+    from inception import evaluation
+    from inception.data import load_image
+
+    (model,) = _load_models([args.model])
+    to_tensor = v2.PILToTensor()
+    mode = "L" if model.channels == 1 else "RGB"
+    results = []
+    for path in args.images:
+        try:
+            image = to_tensor(load_image(path, mode))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"IMAGE {path}: cannot read it as an image ({e})") from e
+        boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], args.crops,
+                                      model.image_size, resize=int(model.preprocessing["resize"]))
+        views = model.normalize(evaluation.extract_crops(image, boxes, model.image_size))
+        probs = evaluation.predict_probabilities([model], [views[None]])[0]
+        top = probs.topk(min(args.topk, len(model.classes)))
+        results.append({"image": path, "predictions": [
+            {"class": model.classes[i], "probability": round(p, 6)}
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["image"])
+        for p in r["predictions"]:
+            print(f"  {p['probability'] * 100:6.2f}%  {p['class']}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from inception import export
+    from inception.data import DataError
+
+    (model,) = _load_models([args.model])
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UsageError(f"--out {out} already exists; choose another file or pass --force")
+    if args.int8 and args.format != "onnx":
+        raise UsageError("--int8 needs --format onnx")
+    try:
+        if args.format == "onnx":
+            report = export.export_onnx(model, out, int8=args.int8, calibration=args.calibration,
+                                        check=args.check, data=args.data,
+                                        data_dir=args.data_dir)
+        else:
+            report = export.export_program(model, out)
+    except (export.ExportError, DataError) as e:
+        raise UsageError(str(e)) from e
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write it ({e.strerror})") from e
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"{report.format}: {report.path}")
+    print(f"checked on {report.checked_images} images: max |logits - PyTorch's| = "
+          f"{report.max_abs_diff:.2e}")
+    if report.accuracy:
+        a, sp = report.accuracy, report.speed
+        print(f"top-1 fp32 {a['fp32_top1']:.2f}%  int8 {a['int8_top1']:.2f}%  "
+              f"(drop {a['drop']:.2f} points)")
+        print(f"onnxruntime, batch {sp['batch']}: fp32 {sp['fp32_img_s']:.0f} img/s, int8 "
+              f"{sp['int8_img_s']:.0f} img/s ({sp['speedup']:.2f}x)")
     return 0
 
 
@@ -183,6 +294,54 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(train, TrainConfig, "training (defaults: the recipe)")
     add_config_arguments(train, GoogLeNetConfig, "model (defaults: the recipe)")
     train.set_defaults(func=_train)
+
+    model_help = "a run directory of `inception train`, or its model.safetensors"
+    ev = sub.add_parser(
+        "eval", help="top-1/top-5 with 1, 10 or 144 crops, and ensembles",
+        description="Evaluate a trained model (or an ensemble) as the paper's section 7 does: "
+                    "softmax averaged over crops and models.")
+    ev.add_argument("model", metavar="MODEL", help=model_help)
+    ev.add_argument("data", nargs="?", default=None, metavar="DATA",
+                    help="'fashion-mnist' or an image folder with val/ (default: the model's)")
+    ev.add_argument("--crops", type=int, choices=(1, 10, 144), default=1)
+    ev.add_argument("--ensemble", nargs="+", metavar="MODEL", help="more models to average")
+    ev.add_argument("--subset", type=int, metavar="N", help="only the first N images")
+    ev.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    ev.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    ev.add_argument("--data-dir", help="where Fashion-MNIST's IDX files are")
+    ev.add_argument("--out", help="folder for the confusion PNG and JSON (default: the model's)")
+    ev.add_argument("--json", action="store_true", help="machine-readable output")
+    ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser("predict", help="classify images",
+                        description="Print the top classes of each image with probabilities.")
+    pr.add_argument("model", metavar="MODEL", help=model_help)
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--topk", type=int, default=5)
+    pr.add_argument("--crops", type=int, choices=(1, 10, 144), default=1)
+    pr.add_argument("--json", action="store_true", help="machine-readable output")
+    pr.set_defaults(func=_predict)
+
+    ex = sub.add_parser("export", help="ONNX (fp32 or INT8) or a torch.export program",
+                        description="Export a trained model; the file carries its config, "
+                                    "preprocessing and class names.")
+    ex.add_argument("model", metavar="MODEL", help=model_help)
+    ex.add_argument("--format", choices=("onnx", "torch-export"), default="onnx")
+    ex.add_argument("--int8", action="store_true",
+                    help="onnxruntime static INT8 quantization (QDQ, per-channel)")
+    ex.add_argument("--calibration", type=int, default=512, metavar="N",
+                    help="training images to calibrate INT8 on")
+    ex.add_argument("--check", type=int, default=1000, metavar="N",
+                    help="evaluation images to check the export on")
+    ex.add_argument("--data", default=None, help="data to check/calibrate on (default: the "
+                                                 "model's)")
+    ex.add_argument("--data-dir", help="where Fashion-MNIST's IDX files are")
+    ex.add_argument("--out", required=True, help="the file to write")
+    ex.add_argument("--force", action="store_true", help="overwrite --out")
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(func=_export)
+    for p in (ev, pr, ex):
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return parser
 
 

@@ -75,6 +75,11 @@ class GoogLeNetConfig:
     aux_dropout: float = 0.7
     # Not in the paper (it predates BN); torchvision's BasicConv2d uses eps=0.001.
     bn_eps: float = 1e-3
+    # Not in the paper: torchvision's `transform_input` (vision#4136). Its pretrained GoogLeNet
+    # weights come from a port that expected inputs scaled to [-1, 1] ((x - 0.5) / 0.5); with
+    # transform_input the model takes ImageNet-normalised input and re-normalises it first,
+    # channel by channel: x * (std / 0.5) + (mean - 0.5) / 0.5. Only for 3-channel input.
+    transform_input: bool = False
 
     def __post_init__(self) -> None:
         _validate_literals(self)
@@ -89,6 +94,8 @@ class GoogLeNetConfig:
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.aux_dropout < 1, "aux_dropout must be in [0, 1)"),
             (self.bn_eps > 0, "bn_eps must be positive"),
+            (not self.transform_input or self.in_chans == 3,
+             "transform_input needs in_chans=3 (it re-normalises ImageNet RGB input)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -244,6 +251,9 @@ class TrainConfig:
     # Only the first N training images (smoke runs).
     subset: int | None = None
     eval_batch_size: int = 1000
+    # Initial weights, "torchvision:PATH": a torchvision GoogLeNet state dict (e.g. its ImageNet
+    # googlenet-1378be20.pth) for every layer but the classifiers, which start fresh.
+    init: str | None = None
     model: GoogLeNetConfig = dataclasses.field(default_factory=GoogLeNetConfig)
 
     def __post_init__(self) -> None:
@@ -259,6 +269,8 @@ class TrainConfig:
             (self.lr_step_epochs >= 1, "--lr-step-epochs must be at least 1"),
             (0 <= self.erase_p <= 1, "--erase-p must be in [0, 1]"),
             (0 <= self.average_start < 1, "--average-start must be in [0, 1)"),
+            (self.init is None or self.init.startswith("torchvision:"),
+             "--init must be torchvision:PATH (a torchvision googlenet state dict)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -185,35 +185,39 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: Path, classes: list[str], transform, channels: int = 3) -> None:
         from torchvision.datasets import ImageFolder
 
-        self.folder = ImageFolder(str(root), loader=self._load,
+        self.folder = ImageFolder(str(root), loader=str,
                                   is_valid_file=lambda p: p.lower().endswith(IMAGE_EXTENSIONS))
         if self.folder.classes != classes:
             raise DataError(f"{root}: classes {self.folder.classes} differ from {classes}")
         self.mode = "L" if channels == 1 else "RGB"
         self.transform = transform
 
-    @staticmethod
-    def _load(path: str):
-        from PIL import Image, ImageOps
-
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            image = ImageOps.exif_transpose(image)
-            image.load()
-        return image
-
     def __len__(self) -> int:
         return len(self.folder)
 
     def __getitem__(self, index: int):
         path, label = self.folder.samples[index]
-        image = to_8bit(self.folder.loader(path))
-        if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
-            # Composite transparency onto white rather than letting it turn black.
-            from PIL import Image
+        return self.transform(load_image(path, self.mode)), label
 
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, rgba)
-        image = image.convert(self.mode)
-        return self.transform(image), label
+
+def _open(path: str):
+    from PIL import Image, ImageOps
+
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        image = ImageOps.exif_transpose(image)
+        image.load()
+    return image
+
+
+def load_image(path: str | Path, mode: str = "RGB"):
+    """A PIL image in `mode` ("RGB" or "L") from any file PIL reads: EXIF orientation applied,
+    16-bit scaled to 8 bits, transparency composited onto white (not black)."""
+    image = to_8bit(_open(str(path)))
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+        from PIL import Image
+
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert(mode)

@@ -23,6 +23,9 @@ from inception.modules import AuxClassifier, ConvReLU, Inception, local_response
 from inception.table1 import AUX_TAPS, TABLE1, Row
 
 CLASSIFIER_INIT_STD = 0.01
+# torchvision's ImageNet normalisation, which `transform_input` undoes (see GoogLeNetConfig).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class GoogLeNetOutput(NamedTuple):
@@ -170,10 +173,19 @@ class GoogLeNet(nn.Module):
         for fc in self.classifiers():
             nn.init.normal_(fc.weight, std=CLASSIFIER_INIT_STD)
 
+    def transform_input(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet-normalised input -> the [-1, 1] scaling torchvision's pretrained weights
+        expect, channel by channel, in torchvision's arithmetic order."""
+        channels = [x[:, c:c + 1] * (s / 0.5) + (m - 0.5) / 0.5
+                    for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))]
+        return torch.cat(channels, 1)
+
     def forward_features(self, x: torch.Tensor,
                          aux_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
         """conv1 .. 5b: N x 1024 x 7 x 7 at 224 px. Appends the aux heads' logits to
         `aux_logits` when a list is given."""
+        if self.config.transform_input:
+            x = self.transform_input(x)
         for name in self._feature_rows:
             x = self.layers[name](x)
             if aux_logits is not None and name in self.aux:

@@ -370,6 +370,18 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
     fig.savefig(curves, dpi=110)
     plt.close(fig)
 
+    cm = plot_confusion(run_dir / "confusion.png", confusion, classes,
+                        f"confusion matrix ({val_name})")
+    return [curves, cm]
+
+
+def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str], title: str) -> Path:
+    """The confusion matrix (rows: true class) as a PNG with the counts written in."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
     ax.imshow(confusion.numpy(), cmap="Blues")
@@ -382,12 +394,11 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"confusion matrix ({val_name})")
+    ax.set_title(title)
     fig.tight_layout()
-    cm = run_dir / "confusion.png"
-    fig.savefig(cm, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [curves, cm]
+    return path
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -424,6 +435,19 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise RunError(f"--out {out}: cannot write there ({e.strerror})") from e
+
+
+def init_from_torchvision(model: GoogLeNet, cfg: TrainConfig) -> None:
+    """Load `cfg.init` ("torchvision:PATH") into every layer of `model` but the classifiers."""
+    from inception.weights import torchvision_backbone_state
+
+    if cfg.model.transform_input and cfg.augment == "paper":
+        raise ConfigError("--augment paper subtracts the mean only, but transform_input expects "
+                          "ImageNet mean/std normalisation; use --augment folder")
+    path = cfg.init.removeprefix("torchvision:")
+    state = torchvision_backbone_state(path, model)
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    log.info("initialised from torchvision weights %s (new: %s)", path, ", ".join(missing))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -465,7 +489,10 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     log.info("config: %s", json.dumps(cfg.to_dict()))
     _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
 
-    model = GoogLeNet(cfg.model).to(dev)
+    model = GoogLeNet(cfg.model)
+    if cfg.init is not None and ckpt is None:
+        init_from_torchvision(model, cfg)
+    model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg)

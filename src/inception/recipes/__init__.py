@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from inception.config import ConfigError, TrainConfig
-from inception.recipes import fashion_mnist, paper
+from inception.recipes import fashion_mnist, finetune, paper
 
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "paper": paper.recipe,
     "fashion-mnist": fashion_mnist.recipe,
     "fashion-mnist-long": fashion_mnist.long_recipe,
+    "finetune": finetune.recipe,
 }
 
 

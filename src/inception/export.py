@@ -1,0 +1,282 @@
+"""Deployment formats: ONNX (fp32, or INT8 by onnxruntime's static quantization) and torch.export.
+
+The ONNX graph comes from `torch.onnx.export` (the torch.export-based exporter) with a dynamic
+batch dimension. Its input `image` is the normalised N x C x S x S float tensor and its output
+`logits`; the model config, the preprocessing (resize, crop, mean, std) and the class names go
+into the ONNX metadata (`inception.model`, `inception.preprocessing`, `inception.classes`, JSON),
+so the file is self-describing. Every export is run by onnxruntime on real images and compared
+with PyTorch before it is kept.
+
+INT8 is onnxruntime's post-training static quantization in QDQ format (per-channel weights),
+after `quant_pre_process`, calibrated on N training images with the eval preprocessing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from inception.weights import LoadedModel
+
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+ONNX_TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be produced or does not match PyTorch; the message says why."""
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    max_abs_diff: float | None = None
+    checked_images: int = 0
+    accuracy: dict[str, Any] | None = None
+    speed: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
+
+
+def metadata(loaded: LoadedModel) -> dict[str, str]:
+    """What travels inside an exported file: config, preprocessing, classes (JSON strings)."""
+    return {
+        "inception.model": json.dumps(loaded.config.to_dict()),
+        "inception.preprocessing": json.dumps(loaded.preprocessing),
+        "inception.classes": json.dumps(loaded.classes),
+        "inception.source": json.dumps({k: v for k, v in loaded.meta.items()
+                                        if isinstance(v, str | int | float)}),
+    }
+
+
+def _example(loaded: LoadedModel, batch: int = 2) -> torch.Tensor:
+    s = loaded.image_size
+    return torch.randn(batch, loaded.config.in_chans, s, s)
+
+
+def _atomic_target(out: Path) -> Path:
+    """A temporary file beside `out` (same suffix, which torch.export insists on)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.with_name(f".tmp-{os.getpid()}-{out.name}")
+
+
+def _plain(loaded: LoadedModel) -> torch.nn.Module:
+    """A copy of the model with contiguous (NCHW) weights: exporters serialise it as it is."""
+    return copy.deepcopy(loaded.model).to(memory_format=torch.contiguous_format).eval()
+
+
+def to_onnx_model(loaded: LoadedModel):
+    """The model as an `onnx.ModelProto`, metadata included."""
+    import onnx
+
+    model = _plain(loaded)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        try:
+            program = torch.onnx.export(model, (_example(loaded),), dynamo=True, verbose=False,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        dynamic_shapes={"x": {0: batch}}, external_data=False,
+                                        optimize=True, report=False)
+            program.save(str(path), external_data=False)
+        except Exception as e:  # the exporter's own error types vary between versions
+            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+        proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata(loaded))
+    return proto
+
+
+def onnx_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The inception metadata of an exported ONNX file, decoded."""
+    meta = onnx_session(path, threads=1).get_modelmeta().custom_metadata_map
+    return {k.removeprefix("inception."): json.loads(v) for k, v in meta.items()
+            if k.startswith("inception.")}
+
+
+def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = None,
+                  data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised images, labels): the first `n` images of the model's own data, `split` "train"
+    (calibration) or "eval" (checks), each with the model's 1-crop preprocessing."""
+    from inception import data as data_lib
+    from inception.evaluation import eval_images, view_batches
+
+    data = data or loaded.meta.get("data", "fashion-mnist")
+    if split == "eval":
+        images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir)
+    elif data == "fashion-mnist":
+        from inception.evaluation import _Images
+
+        train, _ = data_lib.fashion_mnist(data_dir)
+        train = train.subset(n)
+        images = _Images(train.images.expand(-1, loaded.channels, -1, -1), train.labels)
+    else:
+        from torchvision.transforms import v2
+
+        from inception.evaluation import _Images
+
+        train_dir, _, classes = data_lib.image_folder_splits(data)
+        folder = data_lib.ImageFolderDataset(train_dir, classes, v2.PILToTensor(),
+                                             loaded.channels)
+        # Spread calibration images over the classes: ImageFolder lists them class by class.
+        step = max(1, len(folder) // n)
+        images = _Images(folder=torch.utils.data.Subset(folder, range(0, len(folder), step)[:n]))
+    xs, ys = zip(*view_batches(images, [loaded], crops=1, batch_size=256), strict=True)
+    return torch.cat([x[0].flatten(0, 1) for x in xs]), torch.cat(ys)
+
+
+def _batches(x: torch.Tensor, size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(x), size):
+        yield x[i:i + size]
+
+
+def onnx_logits(session, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    outs = [session.run([OUTPUT_NAME], {INPUT_NAME: b.numpy()})[0] for b in _batches(x, batch)]
+    return torch.from_numpy(np.concatenate(outs))
+
+
+@torch.no_grad()
+def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    return torch.cat([model(b).float() for b in _batches(x, batch)])
+
+
+def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return round(100.0 * (logits.argmax(1) == labels).float().mean().item(), 4)
+
+
+def median_throughput(runs: dict[str, Callable[[], None]], batch: int, repeats: int = 7
+                      ) -> dict[str, float]:
+    """images/s of each callable (one batch per call), alternated, median of `repeats`."""
+    for fn in runs.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: round(batch / statistics.median(v), 1) for k, v in times.items()}
+
+
+def quantize_int8(fp32_path: Path, out: Path, calibration: torch.Tensor) -> None:
+    """onnxruntime static INT8 (QDQ, per-channel weights, S8S8) of the fp32 file."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        """Calibration batches of 32 images, once."""
+
+        def __init__(self) -> None:
+            self.batches = iter(list(_batches(calibration, 32)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            b = next(self.batches, None)
+            return None if b is None else {INPUT_NAME: b.numpy()}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8)
+
+
+def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibration: int = 512,
+                check: int = 1000, data: str | None = None, data_dir: str | None = None,
+                speed_batch: int = 32) -> ExportReport:
+    """Write `out` (ONNX, fp32 or INT8) after checking it against PyTorch on `check` real images.
+
+    fp32: onnxruntime's logits must equal PyTorch's within 1e-4 max-abs. INT8: its top-1 on the
+    `check` images is reported next to fp32 onnxruntime's, with both speeds side by side.
+    """
+    import onnx
+
+    out = Path(out)
+    tmp = _atomic_target(out)
+    fp32_path = tmp.with_name(tmp.name + "-fp32.onnx")
+    try:
+        onnx.save(to_onnx_model(loaded), str(fp32_path))
+        x, labels = sample_images(loaded, "eval", check, data, data_dir)
+        fp32 = onnx_session(fp32_path)
+        ort_logits = onnx_logits(fp32, x)
+        pt_logits = torch_logits(loaded.model, x)
+        diff = (ort_logits - pt_logits).abs().max().item()
+        report = ExportReport(out, "onnx-int8" if int8 else "onnx", diff, len(x))
+        if diff > ONNX_TOLERANCE * max(1.0, pt_logits.abs().max().item()):
+            raise ExportError(f"onnxruntime's logits differ from PyTorch's by {diff:.2e} "
+                              f"(tolerance {ONNX_TOLERANCE}); the export was not written")
+        if not int8:
+            os.replace(fp32_path, out)
+            return report
+        calib, _ = sample_images(loaded, "train", calibration, data, data_dir)
+        quantize_int8(fp32_path, tmp, calib)
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, {**metadata(loaded),
+                                            "inception.quantization": json.dumps(
+                                                {"method": "static", "format": "QDQ",
+                                                 "calibration_images": len(calib)})})
+        onnx.save(proto, str(tmp))
+        int8_session = onnx_session(tmp)
+        int8_logits = onnx_logits(int8_session, x)
+        report.accuracy = {"fp32_top1": top1(ort_logits, labels),
+                           "int8_top1": top1(int8_logits, labels)}
+        report.accuracy["drop"] = round(report.accuracy["fp32_top1"]
+                                        - report.accuracy["int8_top1"], 4)
+        b = x[:speed_batch].numpy()
+        report.speed = median_throughput(
+            {"fp32_img_s": lambda: fp32.run([OUTPUT_NAME], {INPUT_NAME: b}),
+             "int8_img_s": lambda: int8_session.run([OUTPUT_NAME], {INPUT_NAME: b})}, len(b))
+        report.speed["speedup"] = round(report.speed["int8_img_s"] / report.speed["fp32_img_s"],
+                                        2)
+        report.speed["batch"] = len(b)
+        os.replace(tmp, out)
+        return report
+    finally:
+        for p in (tmp, fp32_path):
+            p.unlink(missing_ok=True)
+
+
+def export_program(loaded: LoadedModel, out: str | Path) -> ExportReport:
+    """A `torch.export` program (`.pt2`) with a dynamic batch dimension; the metadata rides in
+    the archive as `inception.json`. Checked against the eager model on random input."""
+    out = Path(out)
+    tmp = _atomic_target(out)
+    model = _plain(loaded)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    x = _example(loaded, 3)
+    try:
+        program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
+        with torch.no_grad():
+            diff = (program.module()(x) - model(x)).abs().max().item()
+        torch.export.save(program, str(tmp),
+                          extra_files={"inception.json": json.dumps(metadata(loaded))})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(out, "torch-export", diff, len(x))

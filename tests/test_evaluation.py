@@ -1,0 +1,142 @@
+import json
+
+import pytest
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+import inception
+from inception.cli import main
+from inception.evaluation import (
+    Crop,
+    crop_boxes,
+    evaluate,
+    extract_crops,
+    predict_probabilities,
+    resized_size,
+)
+
+
+@pytest.mark.parametrize("width,height", [(500, 375), (375, 500)])
+def test_144_crop_geometry(width, height):
+    """4 scales x 3 squares (left/centre/right, or top/centre/bottom for portrait) x (4 corners,
+    centre, whole square) x 2 mirrors."""
+    boxes = crop_boxes(width, height, 144, 224)
+    assert len(boxes) == 144 and len(set(boxes)) == 144
+    expected = set()
+    for s in (256, 288, 320, 352):
+        long = int(s * 500 / 375)
+        assert resized_size(width, height, s) == ((long, s) if width > height else (s, long))
+        for o in (0, round((long - s) / 2), long - s):
+            sx, sy = (o, 0) if width > height else (0, o)
+            m = s - 224
+            views = [(sx, sy, 224), (sx + m, sy, 224), (sx, sy + m, 224), (sx + m, sy + m, 224),
+                     (sx + m // 2, sy + m // 2, 224), (sx, sy, s)]
+            for left, top, side in views:
+                for flip in (False, True):
+                    expected.add(Crop(s, left, top, side, side, flip))
+    assert set(boxes) == expected
+
+
+@pytest.mark.parametrize("width,height", [(300, 200), (200, 300)])
+def test_10_crops_are_torchvisions_ten_crop(width, height):
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+    boxes = crop_boxes(width, height, 10, 224)
+    assert len(boxes) == 10 and sum(c.flip for c in boxes) == 5
+    ours = extract_crops(image, boxes, 224)
+    theirs = TF.ten_crop(TF.resize(image, 256, antialias=True), 224)
+    assert torch.equal(ours[:5], torch.stack(theirs[:5]))
+    # ten_crop mirrors the image, then crops: its mirrored top-left is our mirrored top-right.
+    assert torch.equal(ours[5:], torch.stack([theirs[i] for i in (6, 5, 8, 7, 9)]))
+
+
+def test_144_crops_cut_the_boxes_they_name():
+    image = torch.randint(0, 256, (3, 240, 320), dtype=torch.uint8)
+    boxes = crop_boxes(320, 240, 144, 224)
+    crops = extract_crops(image, boxes, 224)
+    assert crops.shape == (144, 3, 224, 224)
+    for c, crop in zip(boxes, crops, strict=True):
+        w, h = resized_size(320, 240, c.scale)
+        region = TF.resize(image, [h, w], antialias=True)[:, c.top:c.top + c.height,
+                                                          c.left:c.left + c.width]
+        if c.width != 224:
+            region = TF.resize(region, [224, 224], antialias=True)
+        assert torch.equal(crop, region.flip(-1) if c.flip else region)
+
+
+def test_crop_scheme_scales_with_the_models_resize():
+    assert {c.scale for c in crop_boxes(300, 400, 144, 224, resize=256)} == {256, 288, 320, 352}
+    assert {c.scale for c in crop_boxes(300, 400, 144, 224)} == {256, 288, 320, 352}
+    assert {c.scale for c in crop_boxes(28, 28, 144, 28, resize=28)} == {28, 32, 35, 39}
+    assert {c.scale for c in crop_boxes(40, 40, 144, 32, resize=37)} == {37, 42, 46, 51}
+    ten = crop_boxes(28, 28, 10, 28, resize=28)
+    assert {(c.left, c.top, c.flip) for c in ten} == {(0, 0, False), (0, 0, True)}
+    assert crop_boxes(28, 28, 1, 28, resize=28)[0] == Crop(28, 0, 0, 28, 28)
+    with pytest.raises(ValueError, match="--crops"):
+        crop_boxes(28, 28, 5, 28)
+
+
+def test_one_crop_eval_equals_a_plain_forward(fashion_run, fashion_mnist):
+    loaded = inception.load(fashion_run)
+    result = evaluate([loaded], "fashion-mnist", crops=1, subset=300)
+    _, test = fashion_mnist
+    with torch.no_grad():
+        logits = loaded.model(loaded.normalize(test.images[:300]))
+    assert result["top1"] == pytest.approx(
+        100 * (logits.argmax(1) == test.labels[:300]).float().mean().item())
+    assert result["images"] == 300 and result["cost"] == 1
+    assert sum(map(sum, result["confusion"])) == 300
+
+
+def test_ensemble_averages_softmax_over_models():
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = inception.googlenet(num_classes=4, stem="small", image_size=28, in_chans=1,
+                                  norm="bn", width=0.25, aux_logits=False).eval()
+        preprocessing = {"crop": 28, "resize": 28, "mean": [0.5], "std": [0.25]}
+        models.append(inception.LoadedModel(net, preprocessing, list("abcd"), path=None))
+    views = torch.randn(5, 3, 1, 28, 28)
+    with torch.no_grad():
+        expected = sum(m.model(views.flatten(0, 1)).softmax(1).view(5, 3, 4).mean(1)
+                       for m in models) / 2
+    assert torch.allclose(predict_probabilities(models, [views, views]), expected, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_eval_10_crops_and_an_ensemble(fashion_run, tmp_path, capsys):
+    assert main(["eval", str(fashion_run), "--crops", "10", "--subset", "200",
+                 "--ensemble", str(fashion_run / "model.safetensors"), "--out", str(tmp_path),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["crops"] == 10 and result["models"] == 2 and result["cost"] == 20
+    assert result["top1"] > 50 and len(result["per_class_top1"]) == 10
+    assert (tmp_path / "eval-10crop-2models.png").exists()
+    assert (tmp_path / "eval-10crop-2models.json").exists()
+
+
+def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, capsys):
+    assert main(["eval", str(folder_run), "--crops", "144", "--subset", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | 144 | 144 |" in out
+    assert (folder_run / "eval-144crop.png").exists()
+
+
+def test_cli_predict(folder_run, image_folder, capsys):
+    images = sorted((image_folder / "val" / "trouser").iterdir())[:3]
+    assert main(["predict", str(folder_run), *map(str, images), "--topk", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out) == 3 and all(len(r["predictions"]) == 2 for r in out)
+    assert {p["class"] for r in out for p in r["predictions"]} <= {"bag", "sneaker", "trouser"}
+    assert all(abs(sum(p["probability"] for p in r["predictions"]) - 1) < 1.0 for r in out)
+
+
+def test_cli_model_errors_are_one_line(tmp_path, fashion_run, capsys):
+    broken = tmp_path / "model.safetensors"
+    broken.write_bytes((fashion_run / "model.safetensors").read_bytes()[:1000])
+    (tmp_path / "model.json").write_text((fashion_run / "model.json").read_text())
+    assert main(["eval", str(tmp_path)]) == 2
+    assert main(["predict", str(tmp_path / "nothing"), "x.png"]) == 2
+    assert main(["predict", str(fashion_run), str(tmp_path / "model.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "Traceback" not in "".join(err)
+    assert "truncated" in err[0] and "does not exist" in err[1] and "cannot read" in err[2]

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import onnx
+import torch
+
+import inception
+from inception import export
+from inception.cli import main
+from inception.data import IMAGENET_MEAN, IMAGENET_STD
+
+
+def test_onnx_paper_variant_matches_pytorch(tmp_path, image_folder):
+    """The paper's network (LRN, true 5x5, 1000 classes) at 224 px on real images."""
+    from torchvision.transforms import v2
+
+    from inception.data import load_image
+
+    torch.manual_seed(0)
+    model = inception.googlenet(aux_logits=False).eval()
+    loaded = inception.LoadedModel(model, {"crop": 224, "resize": 256,
+                                           "mean": list(IMAGENET_MEAN),
+                                           "std": list(IMAGENET_STD)},
+                                   [str(i) for i in range(1000)], path=tmp_path)
+    proto = export.to_onnx_model(loaded)
+    path = tmp_path / "paper.onnx"
+    onnx.save(proto, str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert "LRN" in ops or "Pow" in ops  # the LocalRespNorm survived
+    files = sorted((image_folder / "val" / "bag").iterdir())[:4]
+    tf = v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.PILToTensor()])
+    x = loaded.normalize(torch.stack([tf(load_image(f)) for f in files]))
+    got = export.onnx_logits(export.onnx_session(path), x)
+    with torch.no_grad():
+        expected = model(x)
+    assert (got - expected).abs().max().item() < 1e-4
+    assert export.read_onnx_metadata(path)["preprocessing"]["resize"] == 256
+
+
+def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
+    fp32 = tmp_path / "m.onnx"
+    assert main(["export", str(fashion_run), "--out", str(fp32), "--check", "500",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["max_abs_diff"] < 1e-4 and report["checked_images"] == 500
+    meta = export.read_onnx_metadata(fp32)
+    assert meta["classes"][9] == "Ankle boot" and meta["model"]["width"] == 0.25
+    assert meta["preprocessing"]["mean"] == [0.286]
+    # A dynamic batch dimension.
+    session = export.onnx_session(fp32)
+    for n in (1, 7):
+        out = session.run(None, {"image": np.zeros((n, 1, 28, 28), np.float32)})[0]
+        assert out.shape == (n, 10)
+
+    int8 = tmp_path / "m-int8.onnx"
+    assert main(["export", str(fashion_run), "--int8", "--calibration", "256", "--check", "1000",
+                 "--out", str(int8), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert report["accuracy"]["drop"] <= 2.0  # a 2-epoch model; the trained one: BENCHMARKS.md
+    assert report["speed"]["int8_img_s"] > 0 and report["speed"]["fp32_img_s"] > 0
+    assert "quantization" in export.read_onnx_metadata(int8)
+    # Nothing already written is overwritten without --force.
+    before = int8.read_bytes()
+    assert main(["export", str(fashion_run), "--out", str(int8)]) == 2
+    assert int8.read_bytes() == before
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_torch_export_program(fashion_run, tmp_path, capsys):
+    path = tmp_path / "m.pt2"
+    assert main(["export", str(fashion_run), "--format", "torch-export", "--out",
+                 str(path)]) == 0
+    extra = {"inception.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    meta = json.loads(extra["inception.json"])
+    assert json.loads(meta["inception.classes"])[0] == "T-shirt/top"
+    loaded = inception.load(fashion_run)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), loaded.model(x), atol=1e-5)
+
+
+def test_export_refuses_bad_combinations(fashion_run, tmp_path, capsys):
+    assert main(["export", str(fashion_run), "--format", "torch-export", "--int8", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--int8 needs --format onnx" in capsys.readouterr().err
