@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 import inception
 from inception import export
+from inception.bench import median_rates
 from inception.data import IMAGENET_MEAN, IMAGENET_STD, fashion_mnist
 
 
@@ -35,7 +36,7 @@ def time_paths(loaded: inception.LoadedModel, fp32: Path, int8: Path, x: torch.T
         with torch.no_grad():
             loaded.model(xc)
 
-    return export.median_throughput({
+    return median_rates({
         "torch fp32 CL": torch_fp32,
         "ORT fp32": lambda: s32.run(None, {export.INPUT_NAME: xn}),
         "ORT int8": lambda: s8.run(None, {export.INPUT_NAME: xn}),

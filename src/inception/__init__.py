@@ -9,6 +9,7 @@
 
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.cost import table1_cost
+from inception.inference import optimize_for_inference
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet, googlenet_loss
 from inception.modules import AuxClassifier, ConvReLU, Inception
 from inception.weights import LoadedModel, WeightsError, from_torchvision, load
@@ -27,6 +28,7 @@ __all__ = [
     "googlenet",
     "googlenet_loss",
     "load",
+    "optimize_for_inference",
     "table1_cost",
 ]
 __version__ = "0.1.0"

@@ -157,7 +157,8 @@ def _eval(args: argparse.Namespace) -> int:
     try:
         result = evaluation.evaluate(models, data, crops=args.crops, subset=args.subset,
                                      batch_size=args.batch_size, workers=args.workers,
-                                     data_dir=args.data_dir, progress=not args.json)
+                                     data_dir=args.data_dir, progress=not args.json,
+                                     precision=args.precision)
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
     out = Path(args.out) if args.out else models[0].path.parent
@@ -195,7 +196,8 @@ def _predict(args: argparse.Namespace) -> int:
         boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], args.crops,
                                       model.image_size, resize=int(model.preprocessing["resize"]))
         views = model.normalize(evaluation.extract_crops(image, boxes, model.image_size))
-        probs = evaluation.predict_probabilities([model], [views[None]])[0]
+        probs = evaluation.predict_probabilities([model], [views[None]],
+                                                 precision=args.precision)[0]
         top = probs.topk(min(args.topk, len(model.classes)))
         results.append({"image": path, "predictions": [
             {"class": model.classes[i], "probability": round(p, 6)}
@@ -243,6 +245,19 @@ def _export(args: argparse.Namespace) -> int:
               f"(drop {a['drop']:.2f} points)")
         print(f"onnxruntime, batch {sp['batch']}: fp32 {sp['fp32_img_s']:.0f} img/s, int8 "
               f"{sp['int8_img_s']:.0f} img/s ({sp['speedup']:.2f}x)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from inception import bench
+
+    if not args.threads:
+        torch.set_num_threads(2)
+    report = bench.run(args.batch_size, args.image_size, args.repeats, train=args.train,
+                       onnx=not args.no_onnx, compile=args.compile)
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 
 
@@ -340,8 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--force", action="store_true", help="overwrite --out")
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=_export)
+    be = sub.add_parser("bench", help="inference (and training) speed beside torchvision's",
+                        description="Our paths next to torchvision's googlenet in eager PyTorch "
+                                    "and ONNX Runtime, alternated in one process, medians.")
+    be.add_argument("--batch-size", type=int, default=32)
+    be.add_argument("--image-size", type=int, default=224)
+    be.add_argument("--repeats", type=int, default=5, help="alternating rounds")
+    be.add_argument("--train", action="store_true", help="also a training step with aux heads")
+    be.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    be.add_argument("--compile", action="store_true", help="also torch.compile's path")
+    be.add_argument("--json", action="store_true", help="machine-readable output")
+    be.set_defaults(func=_bench)
+    for p in (ev, pr):
+        p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                       help="arithmetic of the inference path (default fp32)")
     for p in (ev, pr, ex):
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    be.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     return parser
 
 

@@ -229,14 +229,15 @@ def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = N
 
 @torch.no_grad()
 def predict_probabilities(models: Sequence[LoadedModel], views: Sequence[torch.Tensor],
-                          chunk: int = 256) -> torch.Tensor:
+                          chunk: int = 256, precision: str = "fp32") -> torch.Tensor:
     """Softmax averaged over crops and models. `views[k]` is N x crops x C x S x S for model k;
-    the network sees at most `chunk` crops at a time."""
+    the network (its `optimize_for_inference` form in `precision`) sees at most `chunk` crops at
+    a time."""
     total = None
     for m, v in zip(models, views, strict=True):
         n, k = v.shape[:2]
-        x = v.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-        logits = torch.cat([m.model(c) for c in x.split(chunk)])
+        net = m.runner(precision)
+        logits = torch.cat([net(c) for c in v.flatten(0, 1).split(chunk)])
         probs = logits.float().softmax(dim=1).view(n, k, -1).mean(dim=1)
         total = probs if total is None else total + probs
     return total / len(models)
@@ -244,7 +245,7 @@ def predict_probabilities(models: Sequence[LoadedModel], views: Sequence[torch.T
 
 def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: int | None = None,
              batch_size: int | None = None, workers: int = 0, data_dir: str | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, precision: str = "fp32") -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy, confusion matrix and cost of `models` with `crops`."""
     if not models:
         raise ValueError("no models to evaluate")
@@ -265,7 +266,7 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         bar = tqdm(total=len(images), unit="img", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
     for views, labels in view_batches(images, models, crops, batch_size, workers):
-        probs = predict_probabilities(models, views)
+        probs = predict_probabilities(models, views, precision=precision)
         k = min(5, num_classes)
         top5 += (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum().item()
         nll -= probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().item()
@@ -288,7 +289,7 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         "per_class_top1": {c: round(p, 2) for c, p in zip(classes, per_class.tolist(),
                                                           strict=True)},
         "confusion": confusion.tolist(),
-        "images_per_s": round(n / seconds, 1),
+        "images_per_s": round(n / seconds, 1), "precision": precision,
         "model_paths": [str(m.path) for m in models],
     }
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import statistics
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,11 +75,19 @@ def _plain(loaded: LoadedModel) -> torch.nn.Module:
     return copy.deepcopy(loaded.model).to(memory_format=torch.contiguous_format).eval()
 
 
+def _fused(loaded: LoadedModel) -> torch.nn.Module:
+    """The inference graph for ONNX: BN folded, the three input-side 1x1 convolutions of every
+    Inception module as one (`optimize_for_inference(export=True)`)."""
+    from inception.inference import optimize_for_inference
+
+    return optimize_for_inference(loaded.model, export=True)
+
+
 def to_onnx_model(loaded: LoadedModel):
     """The model as an `onnx.ModelProto`, metadata included."""
     import onnx
 
-    model = _plain(loaded)
+    model = _fused(loaded)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
@@ -165,21 +171,8 @@ def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return round(100.0 * (logits.argmax(1) == labels).float().mean().item(), 4)
 
 
-def median_throughput(runs: dict[str, Callable[[], None]], batch: int, repeats: int = 7
-                      ) -> dict[str, float]:
-    """images/s of each callable (one batch per call), alternated, median of `repeats`."""
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: round(batch / statistics.median(v), 1) for k, v in times.items()}
-
-
-def quantize_int8(fp32_path: Path, out: Path, calibration: torch.Tensor) -> None:
+def quantize_int8(fp32_path: Path, out: Path, calibration: torch.Tensor,
+                  input_name: str = INPUT_NAME) -> None:
     """onnxruntime static INT8 (QDQ, per-channel weights, S8S8) of the fp32 file."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -197,7 +190,7 @@ def quantize_int8(fp32_path: Path, out: Path, calibration: torch.Tensor) -> None
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             b = next(self.batches, None)
-            return None if b is None else {INPUT_NAME: b.numpy()}
+            return None if b is None else {input_name: b.numpy()}
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
@@ -216,6 +209,8 @@ def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibr
     `check` images is reported next to fp32 onnxruntime's, with both speeds side by side.
     """
     import onnx
+
+    from inception.bench import median_rates
 
     out = Path(out)
     tmp = _atomic_target(out)
@@ -249,9 +244,10 @@ def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibr
         report.accuracy["drop"] = round(report.accuracy["fp32_top1"]
                                         - report.accuracy["int8_top1"], 4)
         b = x[:speed_batch].numpy()
-        report.speed = median_throughput(
+        report.speed = median_rates(
             {"fp32_img_s": lambda: fp32.run([OUTPUT_NAME], {INPUT_NAME: b}),
-             "int8_img_s": lambda: int8_session.run([OUTPUT_NAME], {INPUT_NAME: b})}, len(b))
+             "int8_img_s": lambda: int8_session.run([OUTPUT_NAME], {INPUT_NAME: b})}, len(b), 7)
+        report.speed = {k: round(v, 1) for k, v in report.speed.items()}
         report.speed["speedup"] = round(report.speed["int8_img_s"] / report.speed["fp32_img_s"],
                                         2)
         report.speed["batch"] = len(b)

@@ -51,6 +51,17 @@ class LoadedModel:
     def channels(self) -> int:
         return int(self.preprocessing.get("channels", self.config.in_chans))
 
+    def runner(self, precision: str = "fp32") -> nn.Module:
+        """The inference-only form of the model (`optimize_for_inference`) in `precision`
+        ("fp32" or "bf16"), built once and kept."""
+        from inception.inference import optimize_for_inference
+
+        cache = self.__dict__.setdefault("_runners", {})
+        if precision not in cache:
+            dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+            cache[precision] = optimize_for_inference(self.model, dtype=dtype)
+        return cache[precision]
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x C x H x W -> the float input the model was trained on."""
         mean = torch.tensor(self.preprocessing["mean"]).view(1, -1, 1, 1)

@@ -1,0 +1,223 @@
+"""`inception bench`: our inference and training paths beside what a user would otherwise pick
+(torchvision's `googlenet` in eager PyTorch and in ONNX Runtime), in one process.
+
+Every path runs one batch per call. The paths are alternated for `repeats` rounds after a warm-up
+and each one's median is reported, so that the machine's noise hits all of them alike. The
+machine's peak is one large convolution (256 -> 256 channels, 3x3, 28x28, the batch size) per
+dtype; each path's fraction of it is its multiply-adds x 2 x images/s over that peak.
+
+The ONNX Runtime INT8 rows quantize statically (QDQ, per-channel) after `quant_pre_process`,
+calibrated on random images: they measure speed only (accuracy: `inception export --int8`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inception.config import GoogLeNetConfig
+from inception.cost import table1_cost
+from inception.model import GoogLeNet, googlenet_loss
+
+
+@dataclass
+class Row:
+    name: str
+    img_s: float
+    dtype: str
+    macs: int  # multiply-adds per image (forward; x3 for a training step)
+    peak_fraction: float | None = None
+
+
+def median_rates(paths: dict[str, Callable[[], Any]], batch: int, repeats: int,
+                 warmup: int = 1) -> dict[str, float]:
+    """images/s of each path, alternated, median over `repeats` rounds."""
+    for fn in paths.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(repeats):
+        for name, fn in paths.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: batch / statistics.median(v) for k, v in times.items()}
+
+
+@torch.no_grad()
+def measure_peak(batch: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of one large 3x3 convolution in fp32 and bf16, channels_last."""
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(batch, 256, 28, 28).to(dtype).contiguous(memory_format=torch.channels_last)
+        w = torch.randn(256, 256, 3, 3).to(dtype).contiguous(memory_format=torch.channels_last)
+        rate = median_rates({name: lambda x=x, w=w: F.conv2d(x, w, padding=1)}, batch, repeats)
+        out[name] = rate[name] * 2 * 28 * 28 * 256 * 9 * 256 / 1e9
+    return out
+
+
+def _torchvision(aux: bool, image_size: int) -> torch.nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=True)
+
+
+def _autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path
+                ) -> dict[str, Callable[[], Any]]:
+    """ORT fp32 and static INT8 sessions for each model, exported with torch.onnx (dynamo)."""
+    from inception.export import onnx_session, quantize_int8
+
+    calibration = torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    paths = {}
+    xn = x.numpy()
+    for name, model in models.items():
+        fp32, int8 = tmp / f"{name}-fp32.onnx", tmp / f"{name}-int8.onnx"
+        program = torch.onnx.export(model.eval(), (x[:2],), dynamo=True, verbose=False,
+                                    input_names=["x"],
+                                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+                                    external_data=False)
+        program.save(str(fp32), external_data=False)
+        quantize_int8(fp32, int8, calibration, input_name="x")
+        for kind, path in (("fp32", fp32), ("int8", int8)):
+            session = onnx_session(path)
+            paths[f"{name}, onnxruntime {kind}"] = (
+                lambda s=session: s.run(None, {s.get_inputs()[0].name: xn}))
+    return paths
+
+
+def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
+                   compile: bool = False) -> list[Row]:
+    """Every inference path at `batch` x 3 x `image_size`^2: torchvision's and ours."""
+    from inception.inference import optimize_for_inference
+
+    tv = _torchvision(False, image_size).eval()
+    tv_cl = _torchvision(False, image_size).eval().to(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    paper = GoogLeNet(GoogLeNetConfig(image_size=image_size, aux_logits=False)).eval()
+    paper_cl = GoogLeNet(GoogLeNetConfig(image_size=image_size, aux_logits=False)).eval()
+    paper_cl = paper_cl.to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, image_size, image_size)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    ours32 = optimize_for_inference(paper)
+    ours16 = optimize_for_inference(paper, dtype=torch.bfloat16)
+
+    def eager(model, inp, bf16=False):
+        def run():
+            with torch.no_grad(), _autocast(bf16):
+                model(inp)
+        return run
+
+    paths = {
+        "torchvision eager fp32 NCHW": eager(tv, x),
+        "torchvision eager fp32 channels_last": eager(tv_cl, xc),
+        "torchvision eager bf16 autocast channels_last": eager(tv_cl, xc, True),
+        "paper variant eager fp32 channels_last": eager(paper_cl, xc),
+        "paper variant eager bf16 autocast channels_last": eager(paper_cl, xc, True),
+        "paper variant optimize_for_inference fp32": eager(ours32, x),
+        "paper variant optimize_for_inference bf16": eager(ours16, x),
+    }
+    if compile:
+        c16 = optimize_for_inference(paper, dtype=torch.bfloat16, compile=True)
+        paths["paper variant optimize_for_inference bf16 + torch.compile"] = eager(c16, x)
+    with tempfile.TemporaryDirectory() as tmp:
+        if onnx:
+            export = optimize_for_inference(paper, export=True)
+            paths.update(_onnx_paths({"torchvision": tv, "paper variant (fused)": export}, x,
+                                     Path(tmp)))
+        rates = median_rates(paths, batch, repeats)
+    tv_macs = table1_cost(GoogLeNetConfig.torchvision(image_size=image_size)).total_ops
+    paper_macs = table1_cost(GoogLeNetConfig(image_size=image_size)).total_ops
+    rows = []
+    for name, rate in rates.items():
+        dtype = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
+        rows.append(Row(name, rate, dtype, tv_macs if name.startswith("torchvision")
+                        else paper_macs))
+    return rows
+
+
+def training_rows(batch: int, image_size: int, repeats: int) -> list[Row]:
+    """One SGD step with aux heads (forward, the 0.3-weighted loss, backward, update)."""
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.randint(0, 1000, (batch,))
+
+    def step(model, channels_last: bool, bf16: bool, ours: bool):
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = model.train().to(memory_format=fmt)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        inp = x.contiguous(memory_format=fmt)
+
+        def run():
+            with _autocast(bf16):
+                if ours:
+                    loss = googlenet_loss(model.forward_aux(inp), y)
+                else:
+                    out = model(inp)
+                    loss = F.cross_entropy(out.logits, y) + 0.3 * (
+                        F.cross_entropy(out.aux_logits1, y) + F.cross_entropy(out.aux_logits2, y))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return run
+
+    def paper() -> GoogLeNet:
+        torch.manual_seed(0)
+        return GoogLeNet(GoogLeNetConfig(image_size=image_size))
+
+    paths = {
+        "train torchvision fp32 NCHW": step(_torchvision(True, image_size), False, False, False),
+        "train torchvision fp32 channels_last": step(_torchvision(True, image_size), True, False,
+                                                     False),
+        "train torchvision bf16 autocast channels_last": step(_torchvision(True, image_size),
+                                                              True, True, False),
+        "train paper variant fp32 channels_last": step(paper(), True, False, True),
+        "train paper variant bf16 autocast channels_last": step(paper(), True, True, True),
+    }
+    rates = median_rates(paths, batch, repeats)
+    tv_macs = table1_cost(GoogLeNetConfig.torchvision(image_size=image_size)).total_ops
+    paper_macs = table1_cost(GoogLeNetConfig(image_size=image_size)).total_ops
+    return [Row(name, rate, "bf16" if "bf16" in name else "fp32",
+                3 * (tv_macs if "torchvision" in name else paper_macs))
+            for name, rate in rates.items()]
+
+
+def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = False,
+        onnx: bool = True, compile: bool = False) -> dict[str, Any]:
+    peak = measure_peak(batch, repeats)
+    rows = inference_rows(batch, image_size, repeats, onnx, compile)
+    if train:
+        rows += training_rows(batch, image_size, repeats)
+    for r in rows:
+        if r.dtype in peak:
+            r.peak_fraction = 2 * r.macs * r.img_s / 1e9 / peak[r.dtype]
+    return {"batch": batch, "image_size": image_size, "repeats": repeats,
+            "threads": torch.get_num_threads(), "peak_gflops": peak,
+            "rows": [asdict(r) for r in rows]}
+
+
+def format_report(report: dict[str, Any]) -> str:
+    peak = report["peak_gflops"]
+    lines = [f"batch {report['batch']}, {report['image_size']}x{report['image_size']}, "
+             f"{report['threads']} threads, median of {report['repeats']} alternating rounds",
+             f"machine peak (one 256->256 3x3 convolution): fp32 {peak['fp32']:.0f} GFLOP/s, "
+             f"bf16 {peak['bf16']:.0f} GFLOP/s",
+             "",
+             "| path | img/s | multiply-adds/img | fraction of the dtype's peak |",
+             "|---|---|---|---|"]
+    for r in report["rows"]:
+        frac = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
+        lines.append(f"| {r['name']} | {r['img_s']:.1f} | {r['macs'] / 1e9:.2f}G | {frac} |")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+import pytest
+import torch
+from torch import nn
+
+from inception import GoogLeNetConfig, googlenet
+from inception.inference import FastLocalResponseNorm, FusedInception, optimize_for_inference
+from inception.modules import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+
+CONFIGS = {
+    "paper": GoogLeNetConfig(image_size=96),
+    "torchvision": GoogLeNetConfig.torchvision(image_size=96),
+    "naive": GoogLeNetConfig(image_size=96, module="naive", width=0.25),
+    "small-bn": GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small",
+                                norm="bn", width=0.5),
+}
+
+
+def _trained_like(config: GoogLeNetConfig) -> torch.nn.Module:
+    """A model with non-trivial BN statistics and biases, as after training."""
+    torch.manual_seed(0)
+    model = googlenet(config)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+            elif isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
+                m.bias.uniform_(-0.05, 0.05)
+        model.layers["linear"].weight.normal_(std=0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("size", [LRN_SIZE, 4])
+def test_fast_lrn_equals_torch_lrn(size):
+    lrn = nn.LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
+    x = torch.randn(2, 64, 9, 9) * 30
+    fast = FastLocalResponseNorm(lrn)
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        y = x.contiguous(memory_format=memory_format)
+        assert torch.allclose(fast(y), lrn(y), rtol=1e-5, atol=1e-6)
+    assert (lrn(x) - x).abs().max() > 1.0  # the test input is large enough to be normalised
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_fp32_outputs_equal_the_model(name):
+    config = CONFIGS[name]
+    model = _trained_like(config)
+    fast = optimize_for_inference(model)
+    x = torch.randn(3, config.in_chans, config.image_size, config.image_size)
+    with torch.no_grad():
+        ref, got = model(x), fast(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.Dropout | nn.LocalResponseNorm)
+                   for m in fast.modules())
+    if config.module == "reduced":
+        assert sum(isinstance(m, FusedInception) for m in fast.modules()) == 9
+    assert model.aux and model.layers["conv1"].conv.weight.is_contiguous()  # untouched
+
+
+@pytest.mark.parametrize("name", ["paper", "small-bn"])
+def test_bf16_outputs_within_bf16_tolerance(name):
+    config = CONFIGS[name]
+    model = _trained_like(config)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    x = torch.randn(4, config.in_chans, config.image_size, config.image_size)
+    with torch.no_grad():
+        ref, got = model(x), fast(x)
+    assert got.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa; errors compound over 22 layers to a few percent.
+    assert (got - ref).abs().max() <= 0.05 * ref.abs().max()
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="dtype"):
+        optimize_for_inference(googlenet(image_size=96), dtype=torch.float16)
+
+
+def test_export_graph_keeps_lrn_and_equals_the_model():
+    model = _trained_like(CONFIGS["paper"])
+    graph = optimize_for_inference(model, export=True)
+    assert sum(isinstance(m, nn.LocalResponseNorm) for m in graph.modules()) == 2
+    assert sum(isinstance(m, FusedInception) for m in graph.modules()) == 9
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert (graph(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()
+    with pytest.raises(ValueError, match="export=True"):
+        optimize_for_inference(model, dtype=torch.bfloat16, export=True)
+
+
+def test_bench_reports_every_path(capsys):
+    from inception.cli import main
+
+    assert main(["bench", "--batch-size", "2", "--image-size", "96", "--repeats", "1",
+                 "--no-onnx", "--train", "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    names = [r["name"] for r in report["rows"]]
+    assert "torchvision eager bf16 autocast channels_last" in names
+    assert "paper variant optimize_for_inference bf16" in names
+    assert "train torchvision fp32 NCHW" in names
+    assert all(r["img_s"] > 0 for r in report["rows"])
+    assert report["peak_gflops"]["bf16"] > 0
