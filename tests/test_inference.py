@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from inception import GoogLeNetConfig, googlenet
-from inception.inference import FastLocalResponseNorm, FusedInception, optimize_for_inference
-from inception.modules import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE
+from inception.inference import FusedInception, optimize_for_inference
+from inception.modules import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, LocalResponseNorm
 
 CONFIGS = {
     "paper": GoogLeNetConfig(image_size=96),
@@ -33,14 +33,21 @@ def _trained_like(config: GoogLeNetConfig) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("size", [LRN_SIZE, 4])
-def test_fast_lrn_equals_torch_lrn(size):
-    lrn = nn.LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
-    x = torch.randn(2, 64, 9, 9) * 30
-    fast = FastLocalResponseNorm(lrn)
+def test_gemm_lrn_equals_torch_lrn(size):
+    reference = nn.LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
+    ours = LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
+    x = (torch.randn(2, 64, 9, 9) * 30).requires_grad_()
     for memory_format in (torch.contiguous_format, torch.channels_last):
         y = x.contiguous(memory_format=memory_format)
-        assert torch.allclose(fast(y), lrn(y), rtol=1e-5, atol=1e-6)
-    assert (lrn(x) - x).abs().max() > 1.0  # the test input is large enough to be normalised
+        assert torch.allclose(ours(y), reference(y), rtol=1e-5, atol=1e-6)
+    assert (reference(x) - x).abs().max() > 1.0  # large enough input to be normalised
+    g1, = torch.autograd.grad(ours(x).square().sum(), x)
+    g2, = torch.autograd.grad(reference(x).square().sum(), x)
+    assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-5)
+    # Under bf16 autocast the normaliser stays fp32: the layer does not round away.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        small = torch.randn(1, 64, 4, 4) * 3
+        assert torch.allclose(ours(small), reference(small), rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -53,8 +60,7 @@ def test_fp32_outputs_equal_the_model(name):
         ref, got = model(x), fast(x)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert (got - ref).abs().max() <= 1e-4 * ref.abs().max()
-    assert not any(isinstance(m, nn.BatchNorm2d | nn.Dropout | nn.LocalResponseNorm)
-                   for m in fast.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.Dropout) for m in fast.modules())
     if config.module == "reduced":
         assert sum(isinstance(m, FusedInception) for m in fast.modules()) == 9
     assert model.aux and model.layers["conv1"].conv.weight.is_contiguous()  # untouched
@@ -82,7 +88,8 @@ def test_bad_dtype():
 def test_export_graph_keeps_lrn_and_equals_the_model():
     model = _trained_like(CONFIGS["paper"])
     graph = optimize_for_inference(model, export=True)
-    assert sum(isinstance(m, nn.LocalResponseNorm) for m in graph.modules()) == 2
+    lrns = [m for m in graph.modules() if isinstance(m, nn.LocalResponseNorm)]
+    assert len(lrns) == 2 and not any(isinstance(m, LocalResponseNorm) for m in lrns)
     assert sum(isinstance(m, FusedInception) for m in graph.modules()) == 9
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():

@@ -8,8 +8,8 @@
 - in every Inception module the three 1x1 convolutions that read the module's input (the 1x1
   branch, the 3x3 reduce and the 5x5 reduce) are one convolution whose output is split: one GEMM
   with n1x1 + n3x3_reduce + n5x5_reduce columns instead of three thin ones;
-- the LocalRespNorm layers sum their 5-channel windows with one banded GEMM instead of PyTorch's
-  `avg_pool3d` over a 5-D view, and the Inception modules' 3x3/1 max pools are separable in bf16;
+- the Inception modules' 3x3/1 max pools are separable in bf16 (the LRN layers are already the
+  fast GEMM form of `inception.modules.LocalResponseNorm`);
 - the stem runs a few images at a time, so that its large maps stay in cache;
 - weights and activations are channels_last, and bf16 when `dtype=torch.bfloat16` (AVX512-BF16 or
   AMX make that about twice fp32's arithmetic rate on CPUs that have them);
@@ -29,29 +29,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from inception.model import GoogLeNet
 from inception.modules import ConvReLU, Inception
-
-
-class FastLocalResponseNorm(nn.Module):
-    """`nn.LocalResponseNorm` across channels: x / (k + alpha/n * window sum of x^2)^beta, with
-    the window sum as one GEMM of the squares (pixels x C) by a banded C x C matrix that also
-    carries alpha/n, and k as the GEMM's bias (`torch.addmm`). Same arithmetic as PyTorch's
-    `avg_pool3d` over a 5-D view, in three passes over memory, and defined for bf16 (PyTorch's
-    LRN is not)."""
-
-    def __init__(self, lrn: nn.LocalResponseNorm) -> None:
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k = lrn.size, lrn.alpha, lrn.beta, lrn.k
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        offsets = torch.arange(c, device=x.device)
-        lo, hi = self.size // 2, (self.size - 1) // 2  # PyTorch's window: c - lo .. c + hi
-        diff = offsets[:, None] - offsets[None, :]  # input channel i - output channel j
-        band = ((diff >= -lo) & (diff <= hi)).to(x.dtype) * (self.alpha / self.size)
-        pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # free for channels_last input
-        bias = torch.full((c,), self.k, dtype=x.dtype, device=x.device)
-        scale = torch.addmm(bias, pixels * pixels, band).pow_(-self.beta)
-        return (pixels * scale).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def _fold(block: ConvReLU) -> None:
@@ -147,8 +124,10 @@ def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
             net.layers[name] = FusedInception(layer)
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.LocalResponseNorm) and not export:
-                setattr(parent, child_name, FastLocalResponseNorm(child))
+            if isinstance(child, nn.LocalResponseNorm) and export:
+                # ONNX has an LRN operator: export the plain module, not our GEMM form.
+                setattr(parent, child_name, nn.LocalResponseNorm(child.size, child.alpha,
+                                                                 child.beta, child.k))
             elif isinstance(child, nn.Dropout):
                 setattr(parent, child_name, nn.Identity())
     if dtype == torch.bfloat16:
