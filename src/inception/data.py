@@ -17,6 +17,7 @@ import gzip
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,8 +180,29 @@ def to_8bit(image):
     return image
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """What a dataset returns instead of a sample whose file cannot be decoded."""
+
+    path: str
+    reason: str
+
+
+def collate_skipping(batch: list) -> tuple[Any, list[Skipped]]:
+    """`default_collate` of the good samples (None if there are none), and the skipped ones."""
+    from torch.utils.data import default_collate
+
+    good = [b for b in batch if not isinstance(b, Skipped)]
+    return (default_collate(good) if good else None), [b for b in batch if isinstance(b, Skipped)]
+
+
 class ImageFolderDataset(Dataset):
-    """torchvision's ImageFolder with the image mode fixed: RGB, or L for one-channel models."""
+    """torchvision's ImageFolder with the image mode fixed: RGB, or L for one-channel models.
+
+    A file that cannot be decoded (corrupt, truncated, empty, not an image) comes back as a
+    `Skipped` naming it, so that one bad file never stops an epoch; `collate_skipping` drops it
+    from its batch and the training loop logs and lists it in the run directory.
+    """
 
     def __init__(self, root: Path, classes: list[str], transform, channels: int = 3) -> None:
         from torchvision.datasets import ImageFolder
@@ -197,23 +219,47 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, index: int):
         path, label = self.folder.samples[index]
-        return self.transform(load_image(path, self.mode)), label
+        try:
+            image = load_image(path, self.mode)
+        except ImageError as e:
+            return Skipped(path, str(e))
+        return self.transform(image), label
+
+
+class ImageError(ValueError):
+    """A file that does not decode to an image; the message names it and says why."""
 
 
 def _open(path: str):
     from PIL import Image, ImageOps
 
-    with open(path, "rb") as f:
-        image = Image.open(f)
-        image = ImageOps.exif_transpose(image)
-        image.load()
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            image = ImageOps.exif_transpose(image)
+            image.load()
+    except FileNotFoundError as e:
+        raise ImageError(f"{path}: no such file") from e
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        # PIL's errors for corrupt, truncated, empty and non-image files are all of these kinds.
+        raise ImageError(f"{path}: not a decodable image ({type(e).__name__}: {e})") from e
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"{path}: an empty image ({image.width}x{image.height})")
     return image
 
 
 def load_image(path: str | Path, mode: str = "RGB"):
     """A PIL image in `mode` ("RGB" or "L") from any file PIL reads: EXIF orientation applied,
-    16-bit scaled to 8 bits, transparency composited onto white (not black)."""
-    image = to_8bit(_open(str(path)))
+    16-bit scaled to 8 bits, transparency composited onto white (not black), CMYK and palette
+    converted. Raises `ImageError` (and nothing else) for a file that does not decode."""
+    image = _open(str(path))
+    try:
+        return _convert(to_8bit(image), mode)
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{path}: cannot convert its {image.mode} pixels ({e})") from e
+
+
+def _convert(image, mode: str):
     if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
         from PIL import Image
 

@@ -25,6 +25,7 @@ classifiers to obtain the final prediction" (max-pooling over crops was found wo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
+from inception.data import Skipped, collate_skipping
 from inception.weights import LoadedModel
+
+log = logging.getLogger(__name__)
 
 CROP_SCHEMES = (1, 10, 144)
 PAPER_SCALES = (256, 288, 320, 352)  # shorter side, for 224 x 224 crops
@@ -180,7 +184,10 @@ class _CropViews(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int):
-        image, label = self.images[i]
+        sample = self.images[i]
+        if isinstance(sample, Skipped):
+            return sample
+        image, label = sample
         return _views(image, self.models, self.crops), label
 
 
@@ -193,8 +200,13 @@ def view_batches(images: Dataset, models: Sequence[LoadedModel], crops: int, bat
             yield _views(images.images[i:i + batch_size], models, crops), \
                 images.labels[i:i + batch_size]
         return
-    yield from DataLoader(_CropViews(images, models, crops), batch_size=batch_size,
-                          num_workers=workers)
+    loader = DataLoader(_CropViews(images, models, crops), batch_size=batch_size,
+                        num_workers=workers, collate_fn=collate_skipping)
+    for batch, skipped in loader:
+        for s in skipped:
+            log.warning("skipping %s", s.reason)
+        if batch is not None:
+            yield batch
 
 
 def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = None,

@@ -55,11 +55,13 @@ class RunError(RuntimeError):
 
 @dataclass
 class Batches:
-    """A re-iterable source of (images, labels) batches, one epoch per `epoch(n)` call."""
+    """A re-iterable source of (images, labels) batches, one epoch per `epoch(n)` call.
+    `skipped` collects the files that could not be decoded ({path: reason})."""
 
     make: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
     num_images: int
     num_batches: int
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def epoch(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.make(n)
@@ -112,6 +114,8 @@ def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConf
 
 def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: bool,
                     pin: bool) -> Batches:
+    """Per-image pipelines in DataLoader workers. Undecodable files are dropped from their batch
+    (a batch may come out a few images short), logged once each and kept in `skipped`."""
     n = len(dataset)
     drop_last = train and n >= batch_size
 
@@ -119,11 +123,18 @@ def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: 
         g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last,
                             num_workers=cfg.workers, generator=g, pin_memory=pin,
-                            persistent_workers=False)
-        yield from loader
+                            persistent_workers=False, collate_fn=data_lib.collate_skipping)
+        for batch, skipped in loader:
+            for s in skipped:
+                if s.path not in result.skipped:
+                    log.warning("skipping %s", s.reason)
+                    result.skipped[s.path] = s.reason
+            if batch is not None:
+                yield batch
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
-    return Batches(make, n, batches)
+    result = Batches(make, n, batches)
+    return result
 
 
 def _train_transform(cfg: TrainConfig, mean: tuple[float, ...], std: tuple[float, ...]):
@@ -308,20 +319,33 @@ def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainCo
 
 # -- files ----------------------------------------------------------------------------------------
 
-def _replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w",
+                        keep_previous: Path | None = None) -> None:
     """Write through `write(file)` to a temporary file, fsync, then rename over `path`: a crash
-    mid-write leaves the previous file intact."""
+    mid-write leaves the previous file intact. With `keep_previous`, the file being replaced is
+    first renamed there, so the last good version survives whatever happens to the new one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
+    if keep_previous is not None and path.exists():
+        os.replace(path, keep_previous)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save, atomically."""
-    _replace_atomically(path, lambda f: torch.save(obj, f), "wb")
+def atomic_save(obj: Any, path: Path, keep_previous: Path | None = None) -> None:
+    """torch.save, atomically (see `_replace_atomically`)."""
+    _replace_atomically(path, lambda f: torch.save(obj, f), "wb", keep_previous)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -418,16 +442,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_run_dir(out: Path, resume: bool) -> None:
-    """Create `out`, refusing to write into someone else's results."""
+def check_run_dir(out: Path, resume: bool) -> None:
+    """Refuse to write into someone else's results, before anything is loaded or created."""
     if resume:
-        if not (out / "checkpoints" / "last.pt").exists():
+        if not any((out / "checkpoints" / name).exists() for name in ("last.pt", "previous.pt")):
             raise RunError(f"--resume: {out}/checkpoints/last.pt does not exist; start a new run "
                            "without --resume")
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out} already exists and is not empty; pass --resume to continue "
                        "it or choose another --out")
+
+
+def create_run_dir(out: Path, model: nn.Module) -> None:
+    """Create `out` once the run is known to be able to start, and check it is writable and has
+    room for the checkpoints."""
     try:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -435,6 +464,7 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise RunError(f"--out {out}: cannot write there ({e.strerror})") from e
+    check_free_space(out, model)
 
 
 def init_from_torchvision(model: GoogLeNet, cfg: TrainConfig) -> None:
@@ -448,6 +478,32 @@ def init_from_torchvision(model: GoogLeNet, cfg: TrainConfig) -> None:
     state = torchvision_backbone_state(path, model)
     missing = model.load_state_dict(state, strict=False).missing_keys
     log.info("initialised from torchvision weights %s (new: %s)", path, ", ".join(missing))
+
+
+def load_latest_checkpoint(folder: Path) -> dict[str, Any]:
+    """`last.pt`, or `previous.pt` when the last one is missing or damaged (a crash during its
+    save), with a warning."""
+    last, previous = folder / "last.pt", folder / "previous.pt"
+    try:
+        return load_checkpoint(last)
+    except (RunError, FileNotFoundError):
+        if not previous.exists():
+            raise
+        log.warning("%s is missing or damaged; resuming from %s", last, previous)
+        return load_checkpoint(previous)
+
+
+def check_free_space(out: Path, model: nn.Module) -> None:
+    """Refuse to start when `out` cannot hold two checkpoints (model, optimizer state and the
+    average) plus the exported model."""
+    import shutil
+
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    need = 8 * param_bytes + 16 * 2**20
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise RunError(f"--out {out}: {free / 2**20:.0f} MiB free, but checkpoints need about "
+                       f"{need / 2**20:.0f} MiB; free some space or choose another --out")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -472,9 +528,9 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     """
     t0 = time.perf_counter()
     out = Path(out) if out else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    prepare_run_dir(out, resume)
+    check_run_dir(out, resume)
     ckpt_path = out / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(ckpt_path) if resume else None
+    ckpt = load_latest_checkpoint(ckpt_path.parent) if resume else None
     if ckpt is not None:
         saved = TrainConfig.from_dict(ckpt["train_config"])
         if saved != cfg:
@@ -486,12 +542,15 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     dataset = load_data(cfg, data, data_dir, dev)
     if cfg.model.num_classes != len(dataset.classes):
         cfg = cfg.replace(num_classes=len(dataset.classes))
-    log.info("config: %s", json.dumps(cfg.to_dict()))
-    _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
-
+    if dataset.train.num_images < cfg.batch_size:
+        raise RunError(f"--batch-size {cfg.batch_size} is larger than the "
+                       f"{dataset.train.num_images} training images; lower it")
     model = GoogLeNet(cfg.model)
     if cfg.init is not None and ckpt is None:
         init_from_torchvision(model, cfg)
+    create_run_dir(out, model)
+    log.info("config: %s", json.dumps(cfg.to_dict()))
+    _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -537,12 +596,14 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
                  "%.0f img/s", epoch + 1, cfg.epochs, train_loss, dataset.val_name,
                  result["loss"], result["top1"], result["top5"], row["images_per_s"])
         _write_metrics(out / "metrics.csv", rows)
+        _write_skipped(out, dataset)
         atomic_save({"format": CHECKPOINT_FORMAT, "train_config": cfg.to_dict(),
                      "epoch": epoch + 1, "step": step, "metrics": rows,
                      "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(),
                      "average": average.state_dict() if average is not None else None,
-                     "classes": dataset.classes}, ckpt_path)
+                     "classes": dataset.classes}, ckpt_path,
+                    keep_previous=ckpt_path.with_name("previous.pt"))
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
             log.info("stopping after epoch %d; continue with --resume --out %s", epoch + 1, out)
             return None
@@ -567,6 +628,14 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
                "device": str(dev), "threads": torch.get_num_threads()}
     _write_json(out / "results.json", results)
     return RunResult(out, results, plots)
+
+
+def _write_skipped(out: Path, dataset: Data) -> None:
+    """`skipped_files.json`: the files that could not be decoded, when there are any."""
+    skipped = {"train": dataset.train.skipped, dataset.val_name: dataset.val.skipped}
+    count = sum(map(len, skipped.values()))
+    if count:
+        _write_json(out / "skipped_files.json", {"count": count, "files": skipped})
 
 
 def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
