@@ -137,3 +137,34 @@ def test_previous_checkpoint_is_kept_and_used_when_the_last_is_damaged(tmp_path,
     assert load_latest_checkpoint(folder)["epoch"] == 1
     resumed = train(cfg, out=out, progress=False, resume=True)
     assert resumed.results["epochs"] == 3
+
+
+def test_unwritable_or_full_out_is_refused_before_training(tmp_path, fashion_mnist, monkeypatch):
+    cfg = get_recipe("fashion-mnist").replace(subset=256, batch_size=64, width=0.25, epochs=1)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match="cannot write there"):
+        train(cfg, out=blocker / "run", progress=False)
+    import shutil as shutil_module
+
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil_module, "disk_usage",
+                        lambda p: usage._replace(free=1024 * 1024))
+    with pytest.raises(RunError, match="MiB free"):
+        train(cfg, out=tmp_path / "full", progress=False)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist, monkeypatch):
+    from inception import training
+
+    cfg = get_recipe("fashion-mnist").replace(subset=256, batch_size=64, width=0.25, epochs=3,
+                                              workers=0)
+    out = tmp_path / "run"
+    assert train(cfg, out=out, progress=False, stop_after=1) is None
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    real = training.googlenet_loss
+    monkeypatch.setattr(training, "googlenet_loss",
+                        lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(RunError, match="the loss became nan"):
+        train(cfg, out=out, progress=False, resume=True)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
