@@ -94,7 +94,7 @@ def test_training_loss_uses_the_aux_weight(monkeypatch):
     sched = make_scheduler(opt, cfg, 1)
     batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
     training.train_one_epoch(model, iter(batches), opt, sched, cfg, torch.device("cpu"), None,
-                             0, 0)
+                             0, training.Position())
     assert seen == [0.3]
 
 

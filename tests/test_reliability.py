@@ -168,3 +168,46 @@ def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist
     with pytest.raises(RunError, match="the loss became nan"):
         train(cfg, out=out, progress=False, resume=True)
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
+
+
+class _Payload:
+    """Unpickling this creates a folder: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_pickle_with_a_payload_is_refused_by_every_command(tmp_path, fashion_run, image_folder,
+                                                             capsys):
+    from inception.cli import main
+
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc.weight": _Payload(marker), "format": 2}, evil)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(evil, model_dir / "model.safetensors")
+    shutil.copy(fashion_run / "model.json", model_dir / "model.json")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(fashion_run / "config.json", run_dir / "config.json")
+    shutil.copy(evil, run_dir / "checkpoints" / "last.pt")
+    image = next((image_folder / "val" / "bag").iterdir())
+    commands = [
+        ["eval", str(model_dir)], ["eval", str(evil)],
+        ["predict", str(model_dir), str(image)],
+        ["export", str(model_dir), "--out", str(tmp_path / "x.onnx")],
+        ["train", str(image_folder), "--init", f"torchvision:{evil}", "--epochs", "1",
+         "--out", str(tmp_path / "init")],
+        ["train", "--resume", "--out", str(run_dir)],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == len(commands) and "Traceback" not in "\n".join(err)
+    assert not marker.exists()

@@ -106,7 +106,7 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
 
 def _train(args: argparse.Namespace) -> int:
     from inception.data import DataError
-    from inception.training import RunError, train
+    from inception.training import Interrupted, RunError, train
     from inception.weights import WeightsError
 
     if args.resume and args.out is None:
@@ -119,7 +119,11 @@ def _train(args: argparse.Namespace) -> int:
     try:
         run = train(cfg, data, out=args.out, data_dir=args.data_dir, device=args.device,
                     resume=args.resume, progress=not args.no_progress,
-                    stop_after=args.stop_after)
+                    stop_after=args.stop_after,
+                    checkpoint_every=args.checkpoint_every or None)
+    except Interrupted as e:
+        print(f"inception train: interrupted by {e}", file=sys.stderr)
+        return 128 + e.signum
     except (DataError, RunError, WeightsError) as e:
         raise UsageError(str(e)) from e
     if run is None:
@@ -306,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--stop-after", type=int, metavar="N",
                        help="stop after epoch N, checkpointed, to continue later with --resume")
+    train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                       help="also checkpoint every STEPS optimizer steps, so that a killed run "
+                            "loses at most that much (0: only at epoch ends; default 100)")
     add_config_arguments(train, TrainConfig, "training (defaults: the recipe)")
     add_config_arguments(train, GoogLeNetConfig, "model (defaults: the recipe)")
     train.set_defaults(func=_train)

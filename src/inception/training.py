@@ -18,11 +18,13 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
                   "images_per_s")
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 
 
 class RunError(RuntimeError):
@@ -53,18 +55,27 @@ class RunError(RuntimeError):
 
 # -- data -----------------------------------------------------------------------------------------
 
+class Epoch(NamedTuple):
+    """One epoch's batches from some batch on, and the generator (if any) whose state after the
+    last batch taken is what a mid-epoch checkpoint must save to continue it exactly."""
+
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    generator: torch.Generator | None
+
+
 @dataclass
 class Batches:
-    """A re-iterable source of (images, labels) batches, one epoch per `epoch(n)` call.
+    """A re-iterable source of (images, labels) batches: `epoch(n, start, state)` gives epoch n
+    from batch `start`, with the batch generator's saved `state` when resuming mid-epoch.
     `skipped` collects the files that could not be decoded ({path: reason})."""
 
-    make: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    make: Callable[[int, int, torch.Tensor | None], Epoch]
     num_images: int
     num_batches: int
     skipped: dict[str, str] = field(default_factory=dict)
 
-    def epoch(self, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.make(n)
+    def epoch(self, n: int, start: int = 0, state: torch.Tensor | None = None) -> Epoch:
+        return self.make(n, start, state)
 
 
 @dataclass
@@ -91,25 +102,48 @@ def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int
 
 def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfig,
                     mean: tuple[float, ...], std: tuple[float, ...], train: bool) -> Batches:
+    """An in-memory split, shuffled and augmented batch-wise by one generator per epoch."""
     augment = BatchAugment(cfg.translate, flip=True, erase_p=cfg.erase_p) if train else None
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
     n = len(split)
     drop_last = train and n >= batch_size
 
-    def make(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def make(epoch: int, start: int, state: torch.Tensor | None) -> Epoch:
         g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         order = torch.randperm(n, generator=g) if train else torch.arange(n)
+        if state is not None:
+            g.set_state(state)
         stop = n - n % batch_size if drop_last else n
-        for i in range(0, stop, batch_size):
-            idx = order[i:i + batch_size]
-            x = split.images[idx]
-            if augment is not None:
-                x = augment(x, g)
-            yield _normalize(x, m, s, cfg.model.image_size), split.labels[idx]
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for i in range(start * batch_size, stop, batch_size):
+                idx = order[i:i + batch_size]
+                x = split.images[idx]
+                if augment is not None:
+                    x = augment(x, g)
+                yield _normalize(x, m, s, cfg.model.image_size), split.labels[idx]
+
+        return Epoch(batches(), g)
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     return Batches(make, n, batches)
+
+
+class _SeededSamples(Dataset):
+    """Each sample's random transform seeded by (run seed, epoch, index), whichever worker
+    loads it and whenever: an epoch resumed mid-way sees the same augmentations."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed(self.seed, self.epoch) + 7 * i + 3)
+            return self.dataset[i]
 
 
 def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: bool,
@@ -118,19 +152,27 @@ def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: 
     (a batch may come out a few images short), logged once each and kept in `skipped`."""
     n = len(dataset)
     drop_last = train and n >= batch_size
+    seeded = _SeededSamples(dataset, cfg.seed)
 
-    def make(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def make(epoch: int, start: int, state: torch.Tensor | None) -> Epoch:
         g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=drop_last,
-                            num_workers=cfg.workers, generator=g, pin_memory=pin,
+        order = torch.randperm(n, generator=g) if train else torch.arange(n)
+        seeded.epoch = epoch
+        remaining = order[start * batch_size:].tolist()
+        loader = DataLoader(seeded, batch_size=batch_size, sampler=remaining,
+                            drop_last=drop_last, num_workers=cfg.workers, pin_memory=pin,
                             persistent_workers=False, collate_fn=data_lib.collate_skipping)
-        for batch, skipped in loader:
-            for s in skipped:
-                if s.path not in result.skipped:
-                    log.warning("skipping %s", s.reason)
-                    result.skipped[s.path] = s.reason
-            if batch is not None:
-                yield batch
+
+        def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for batch, skipped in loader:
+                for s in skipped:
+                    if s.path not in result.skipped:
+                        log.warning("skipping %s", s.reason)
+                        result.skipped[s.path] = s.reason
+                if batch is not None:
+                    yield batch
+
+        return Epoch(batches(), None)
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
     result = Batches(make, n, batches)
@@ -260,13 +302,39 @@ def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_
     return x, y.to(device, non_blocking=True)
 
 
+@dataclass
+class Position:
+    """Where a run stands: the epoch in progress (0-based), the batches done in it, the global
+    optimizer step, and the partial epoch's loss sum, images, training seconds and starting
+    learning rate; `wall_s` is the run's wall time up to the checkpoint."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+    train_s: float = 0.0
+    lr: float = 0.0
+    wall_s: float = 0.0
+
+
 def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig,
                     device: torch.device, average: AveragedModel | None, average_from: int,
-                    step: int, progress=None) -> tuple[float, int, int]:
-    """One pass over `batches`. Returns (mean train loss, images seen, global step)."""
+                    pos: Position, after_step: Callable[[Callable[[], None]], None] | None = None,
+                    progress=None) -> None:
+    """The rest of an epoch from `pos`, updating `pos` as it goes. After each step,
+    `after_step(sync)` may checkpoint; `sync()` first brings `pos`'s loss sum and time up to
+    date (a device sync, so only when needed)."""
     model.train()
-    total_loss, seen = torch.zeros((), dtype=torch.float64), 0
+    total = torch.tensor(pos.loss_sum, dtype=torch.float64)
+    t = time.perf_counter()
+
+    def sync() -> None:
+        nonlocal t
+        now = time.perf_counter()
+        pos.loss_sum, pos.train_s, t = total.item(), pos.train_s + now - t, now
+
     for x, y in batches:
         x, y = _to_device(x, y, device, cfg.channels_last)
         with _autocast(cfg, device):
@@ -276,21 +344,24 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
             else:
                 loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
-            raise RunError(f"the loss became {loss.item()} at step {step}; lower --lr or use "
+            raise RunError(f"the loss became {loss.item()} at step {pos.step}; lower --lr or use "
                            "--norm bn (the last checkpoint is kept)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        step += 1
-        if average is not None and step > average_from:
+        pos.step += 1
+        pos.batch += 1
+        if average is not None and pos.step > average_from:
             average.update_parameters(model)
-        total_loss += loss.detach().double() * len(y)
-        seen += len(y)
+        total += loss.detach().double() * len(y)
+        pos.seen += len(y)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return (total_loss / max(seen, 1)).item(), seen, step
+        if after_step is not None:
+            after_step(sync)
+    sync()
 
 
 @torch.no_grad()
@@ -518,13 +589,55 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived: the run saved a checkpoint at `position` and stopped."""
+
+    def __init__(self, signum: int, out: Path, position: Position) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} at epoch {position.epoch + 1}, step {position.step}: "
+                         f"checkpoint saved; continue with --resume --out {out}")
+        self.signum = signum
+
+
+@dataclass
+class _StopFlag:
+    signum: int | None = None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[_StopFlag]:
+    """SIGINT and SIGTERM set a flag that the loop checks after each step (a second one acts at
+    once, as usual). Only where signals can be handled: the main thread."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag.signum = signum
+        signal.signal(signum, previous[signum])
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None = None,
           data_dir: str | None = None, device: str = "auto", resume: bool = False,
-          progress: bool = True, stop_after: int | None = None) -> RunResult | None:
+          progress: bool = True, stop_after: int | None = None,
+          checkpoint_every: int | None = 100) -> RunResult | None:
     """Train a GoogLeNet as `cfg` says and write the run directory. See the module docstring.
 
-    `stop_after=N` ends the session after epoch N with a checkpoint and nothing else, as an
-    interruption would (time-sliced training); `resume=True` continues it. Returns None then.
+    A checkpoint is written before the first step, every `checkpoint_every` steps (None: only
+    at epoch ends) and at the end of every epoch; it holds the position within the epoch and
+    every random state, so `resume=True` continues from any of them exactly as if the run had
+    not stopped. SIGINT/SIGTERM save one and raise `Interrupted`. `stop_after=N` ends the
+    session after epoch N (time-sliced training); it returns None then.
     """
     t0 = time.perf_counter()
     out = Path(out) if out else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -551,6 +664,7 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     create_run_dir(out, model)
     log.info("config: %s", json.dumps(cfg.to_dict()))
     _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
+
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -560,57 +674,86 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     average = make_average(model, cfg)
     average_from = int(cfg.average_start * cfg.epochs * steps_per_epoch)
     rows: list[dict[str, Any]] = []
-    start_epoch, step, wall_before = 0, 0, 0.0
+    pos, rng_state, data_state = Position(), None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if average is not None:
             average.load_state_dict(ckpt["average"])
-        start_epoch, step, rows = ckpt["epoch"], ckpt["step"], ckpt["metrics"]
-        wall_before = rows[-1]["wall_s"] if rows else 0.0
-        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+        rows = ckpt["metrics"]
+        pos = Position(**ckpt["position"])
+        rng_state, data_state = ckpt["rng"], ckpt["data_rng"]
+        log.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
+    wall_before = pos.wall_s
+
+    def save(generator: torch.Generator | None) -> None:
+        pos.wall_s = round(wall_before + time.perf_counter() - t0, 2)
+        atomic_save({"format": CHECKPOINT_FORMAT, "train_config": cfg.to_dict(),
+                     "epoch": pos.epoch, "step": pos.step, "position": asdict(pos),
+                     "metrics": rows, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "average": average.state_dict() if average is not None else None,
+                     "rng": torch.get_rng_state(),
+                     "data_rng": generator.get_state() if generator is not None else None,
+                     "classes": dataset.classes}, ckpt_path,
+                    keep_previous=ckpt_path.with_name("previous.pt"))
 
     eval_model = average.module if average is not None else model
     result = None
-    for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)  # dropout masks
-        lr = optimizer.param_groups[0]["lr"]
-        bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        t_epoch = time.perf_counter()
-        train_loss, seen, step = train_one_epoch(
-            model, dataset.train.epoch(epoch), optimizer, scheduler, cfg, dev, average,
-            average_from, step, bar)
-        train_s = time.perf_counter() - t_epoch
-        if bar is not None:
-            bar.close()
-        evaluated = eval_model if (average is None or step > average_from) else model
-        result = evaluate(evaluated, dataset.val.epoch(0), len(dataset.classes), cfg, dev)
-        row = {"epoch": epoch + 1,
-               "wall_s": round(wall_before + time.perf_counter() - t0, 2),
-               "train_loss": round(train_loss, 6), "val_loss": round(result["loss"], 6),
-               "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
-               "lr": lr, "images_per_s": round(seen / train_s, 1)}
-        rows.append(row)
-        log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  "
-                 "%.0f img/s", epoch + 1, cfg.epochs, train_loss, dataset.val_name,
-                 result["loss"], result["top1"], result["top5"], row["images_per_s"])
-        _write_metrics(out / "metrics.csv", rows)
-        _write_skipped(out, dataset)
-        atomic_save({"format": CHECKPOINT_FORMAT, "train_config": cfg.to_dict(),
-                     "epoch": epoch + 1, "step": step, "metrics": rows,
-                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(),
-                     "average": average.state_dict() if average is not None else None,
-                     "classes": dataset.classes}, ckpt_path,
-                    keep_previous=ckpt_path.with_name("previous.pt"))
-        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
-            log.info("stopping after epoch %d; continue with --resume --out %s", epoch + 1, out)
-            return None
+    with _stop_on_signals() as stop:
+        if ckpt is None:
+            save(None)  # so that a run killed before its first interval can be resumed
+        for epoch in range(pos.epoch, cfg.epochs):
+            if pos.batch == 0:
+                torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)  # dropout masks
+                pos.loss_sum, pos.seen, pos.train_s = 0.0, 0, 0.0
+                pos.lr = optimizer.param_groups[0]["lr"]
+                current = dataset.train.epoch(epoch)
+            else:  # mid-epoch: the random states of the moment the checkpoint was taken
+                torch.set_rng_state(rng_state)
+                current = dataset.train.epoch(epoch, pos.batch, data_state)
+
+            def after_step(sync: Callable[[], None], current: Epoch = current) -> None:
+                due = checkpoint_every is not None and pos.step % checkpoint_every == 0
+                if due or stop.signum is not None:
+                    sync()
+                    save(current.generator)
+                if stop.signum is not None:
+                    raise Interrupted(stop.signum, out, pos)
+
+            bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
+                            pos.batch)
+            train_one_epoch(model, current.batches, optimizer, scheduler, cfg, dev, average,
+                            average_from, pos, after_step, bar)
+            if bar is not None:
+                bar.close()
+            evaluated = eval_model if (average is None or pos.step > average_from) else model
+            result = evaluate(evaluated, dataset.val.epoch(0).batches, len(dataset.classes),
+                              cfg, dev)
+            row = {"epoch": epoch + 1,
+                   "wall_s": round(wall_before + time.perf_counter() - t0, 2),
+                   "train_loss": round(pos.loss_sum / max(pos.seen, 1), 6),
+                   "val_loss": round(result["loss"], 6),
+                   "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
+                   "lr": pos.lr, "images_per_s": round(pos.seen / max(pos.train_s, 1e-9), 1)}
+            rows.append(row)
+            log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  "
+                     "%.0f img/s", epoch + 1, cfg.epochs, row["train_loss"], dataset.val_name,
+                     result["loss"], result["top1"], result["top5"], row["images_per_s"])
+            _write_metrics(out / "metrics.csv", rows)
+            _write_skipped(out, dataset)
+            pos.epoch, pos.batch = epoch + 1, 0
+            save(None)
+            if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
+                log.info("stopping after epoch %d; continue with --resume --out %s", epoch + 1,
+                         out)
+                return None
 
     if result is None:  # resumed a finished run: evaluate what it saved
-        result = evaluate(eval_model, dataset.val.epoch(0), len(dataset.classes), cfg, dev)
-    final = eval_model if (average is not None and step > average_from) else model
+        result = evaluate(eval_model, dataset.val.epoch(0).batches, len(dataset.classes), cfg,
+                          dev)
+    final = eval_model if (average is not None and pos.step > average_from) else model
     model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
                               {"recipe": cfg.recipe, "data": data})
     plots = write_plots(out, rows, result["confusion"], dataset.classes, dataset.val_name)
@@ -646,10 +789,10 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     _replace_atomically(path, write)
 
 
-def _progress(enabled: bool, total: int, desc: str):
+def _progress(enabled: bool, total: int, desc: str, initial: int = 0):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-                mininterval=1.0)
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False,
+                dynamic_ncols=True, mininterval=1.0)
