@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
                   "images_per_s")
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 2  # 1: epoch-end checkpoints (still loaded); 2: any step
 
 
 class RunError(RuntimeError):
@@ -584,7 +584,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:  # truncated files, foreign pickles: all refused the same way
         raise RunError(f"{path}: not a loadable checkpoint ({type(e).__name__}); it may be "
                        "truncated or not written by inception") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (1, CHECKPOINT_FORMAT):
         raise RunError(f"{path}: not an inception checkpoint")
     return ckpt
 
@@ -682,8 +682,12 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
         if average is not None:
             average.load_state_dict(ckpt["average"])
         rows = ckpt["metrics"]
-        pos = Position(**ckpt["position"])
-        rng_state, data_state = ckpt["rng"], ckpt["data_rng"]
+        if "position" in ckpt:
+            pos = Position(**ckpt["position"])
+            rng_state, data_state = ckpt["rng"], ckpt["data_rng"]
+        else:  # format 1: epoch-end checkpoints only
+            pos = Position(epoch=ckpt["epoch"], step=ckpt["step"],
+                           wall_s=rows[-1]["wall_s"] if rows else 0.0)
         log.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
     wall_before = pos.wall_s
 
