@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,7 +116,9 @@ def _train(args: argparse.Namespace) -> int:
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
                          "folder with train/ and val/ subfolders")
-    print(json.dumps({"train": cfg.to_dict(), "data": data}, indent=2))
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    if main_process:
+        print(json.dumps({"train": cfg.to_dict(), "data": data}, indent=2))
     try:
         run = train(cfg, data, out=args.out, data_dir=args.data_dir, device=args.device,
                     resume=args.resume, progress=not args.no_progress,
@@ -126,6 +129,8 @@ def _train(args: argparse.Namespace) -> int:
         return 128 + e.signum
     except (DataError, RunError, WeightsError) as e:
         raise UsageError(str(e)) from e
+    if not main_process:
+        return 0
     if run is None:
         print(f"stopped after epoch {args.stop_after}; continue with: inception train "
               f"--resume --out {args.out}")
@@ -385,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(message)s")
+    quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
+    logging.basicConfig(level=logging.DEBUG if args.verbose else
+                        logging.WARNING if quiet else logging.INFO, format="%(message)s")
     if getattr(args, "threads", None):
         import torch
 

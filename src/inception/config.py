@@ -219,7 +219,7 @@ class TrainConfig:
 
     recipe: str = "fashion-mnist"
     epochs: int = 10
-    # Images per optimizer step (per process).
+    # Images per optimizer step: the global batch, split over the processes under torchrun.
     batch_size: int = 256
     # The peak learning rate ("onecycle") or the starting one ("step").
     lr: float = 0.2

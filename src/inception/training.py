@@ -33,6 +33,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 
 from inception import data as data_lib
+from inception import distributed
 from inception.config import ConfigError, TrainConfig
 from inception.model import GoogLeNet, googlenet_loss
 from inception.transforms import (
@@ -44,6 +45,7 @@ from inception.transforms import (
 
 log = logging.getLogger(__name__)
 
+_SINGLE = distributed.Context()
 METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
                   "images_per_s")
 CHECKPOINT_FORMAT = 2  # 1: epoch-end checkpoints (still loaded); 2: any step
@@ -101,8 +103,11 @@ def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int
 
 
 def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfig,
-                    mean: tuple[float, ...], std: tuple[float, ...], train: bool) -> Batches:
-    """An in-memory split, shuffled and augmented batch-wise by one generator per epoch."""
+                    mean: tuple[float, ...], std: tuple[float, ...], train: bool,
+                    ctx: distributed.Context = _SINGLE) -> Batches:
+    """An in-memory split, shuffled and augmented batch-wise by one generator per epoch. Under
+    DDP every rank draws the whole global batch's augmentation (so the random stream does not
+    depend on the world size) and keeps its slice."""
     augment = BatchAugment(cfg.translate, flip=True, erase_p=cfg.erase_p) if train else None
     m = torch.tensor(mean).view(1, -1, 1, 1)
     s = torch.tensor(std).view(1, -1, 1, 1)
@@ -119,10 +124,16 @@ def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConf
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for i in range(start * batch_size, stop, batch_size):
                 idx = order[i:i + batch_size]
-                x = split.images[idx]
+                mine = slice(None)
+                if ctx.active:
+                    bounds = [len(c) for c in idx.tensor_split(ctx.world)]
+                    first = sum(bounds[:ctx.rank])
+                    mine = slice(first, first + bounds[ctx.rank])
                 if augment is not None:
-                    x = augment(x, g)
-                yield _normalize(x, m, s, cfg.model.image_size), split.labels[idx]
+                    x = augment(split.images[idx], g)[mine]
+                else:
+                    x = split.images[idx[mine]]
+                yield _normalize(x, m, s, cfg.model.image_size), split.labels[idx[mine]]
 
         return Epoch(batches(), g)
 
@@ -147,9 +158,10 @@ class _SeededSamples(Dataset):
 
 
 def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: bool,
-                    pin: bool) -> Batches:
+                    pin: bool, ctx: distributed.Context = _SINGLE) -> Batches:
     """Per-image pipelines in DataLoader workers. Undecodable files are dropped from their batch
-    (a batch may come out a few images short), logged once each and kept in `skipped`."""
+    (a batch may come out a few images short), logged once each and kept in `skipped`. Under
+    DDP each rank reads only its slice of every global batch."""
     n = len(dataset)
     drop_last = train and n >= batch_size
     seeded = _SeededSamples(dataset, cfg.seed)
@@ -158,9 +170,11 @@ def _loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: 
         g = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch))
         order = torch.randperm(n, generator=g) if train else torch.arange(n)
         seeded.epoch = epoch
-        remaining = order[start * batch_size:].tolist()
-        loader = DataLoader(seeded, batch_size=batch_size, sampler=remaining,
-                            drop_last=drop_last, num_workers=cfg.workers, pin_memory=pin,
+        stop = n - n % batch_size if drop_last else n
+        remaining = distributed.shard(ctx, order[start * batch_size:stop], batch_size).tolist()
+        per_rank = max(1, batch_size // ctx.world)
+        loader = DataLoader(seeded, batch_size=per_rank, sampler=remaining,
+                            drop_last=False, num_workers=cfg.workers, pin_memory=pin,
                             persistent_workers=False, collate_fn=data_lib.collate_skipping)
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -187,8 +201,10 @@ def _train_transform(cfg: TrainConfig, mean: tuple[float, ...], std: tuple[float
     return folder_train_transform(size, mean, std)
 
 
-def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.device) -> Data:
-    """The training and evaluation batches for `data` ("fashion-mnist" or a folder)."""
+def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.device,
+              ctx: distributed.Context = _SINGLE) -> Data:
+    """The training and evaluation batches for `data` ("fashion-mnist" or a folder); under DDP,
+    this rank's share of each."""
     pin = device.type == "cuda"
     size = cfg.model.image_size
     if data == "fashion-mnist":
@@ -200,11 +216,11 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
         if cfg.augment == "paper":
             std = (1.0,)  # "mean subtraction"
         if cfg.augment == "batch":
-            train_batches = _tensor_batches(train, cfg.batch_size, cfg, mean, std, train=True)
+            train_batches = _tensor_batches(train, cfg.batch_size, cfg, mean, std, True, ctx)
         else:
             images = data_lib.TensorImageDataset(train, _train_transform(cfg, mean, std))
-            train_batches = _loader_batches(images, cfg.batch_size, cfg, True, pin)
-        val = _tensor_batches(test, cfg.eval_batch_size, cfg, mean, std, train=False)
+            train_batches = _loader_batches(images, cfg.batch_size, cfg, True, pin, ctx)
+        val = _tensor_batches(test, cfg.eval_batch_size, cfg, mean, std, False, ctx)
         preprocessing = dict(image_size=size, resize=size, crop=size, mean=list(mean),
                              std=list(std), channels=1, interpolation="bilinear")
         return Data(train_batches, val, list(data_lib.FASHION_MNIST_CLASSES), preprocessing,
@@ -228,8 +244,8 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
     preprocessing = dict(image_size=size, resize=round(size / crop_fraction), crop=size,
                          mean=list(mean), std=list(std), channels=channels,
                          interpolation="bilinear")
-    return Data(_loader_batches(train_set, cfg.batch_size, cfg, True, pin),
-                _loader_batches(val_set, cfg.eval_batch_size, cfg, False, pin), classes,
+    return Data(_loader_batches(train_set, cfg.batch_size, cfg, True, pin, ctx),
+                _loader_batches(val_set, cfg.eval_batch_size, cfg, False, pin, ctx), classes,
                 preprocessing)
 
 
@@ -318,31 +334,50 @@ class Position:
     wall_s: float = 0.0
 
 
+class TrainForward(nn.Module):
+    """The training forward pass as a module's `forward` (main and aux logits), which is what
+    DDP wraps: DDP only synchronises gradients for calls that go through `forward`."""
+
+    def __init__(self, model: GoogLeNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_aux(x) if self.model.aux else self.model(x)
+
+
 def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig,
                     device: torch.device, average: AveragedModel | None, average_from: int,
                     pos: Position, after_step: Callable[[Callable[[], None]], None] | None = None,
-                    progress=None) -> None:
+                    progress=None, forward: nn.Module | None = None,
+                    ctx: distributed.Context = _SINGLE) -> None:
     """The rest of an epoch from `pos`, updating `pos` as it goes. After each step,
-    `after_step(sync)` may checkpoint; `sync()` first brings `pos`'s loss sum and time up to
-    date (a device sync, so only when needed)."""
+    `after_step(sync)` may checkpoint; `sync()` first brings `pos`'s loss sum, image count and
+    time up to date (summed over ranks under DDP; a device sync, so only when needed).
+    `forward` is `TrainForward(model)`, or its DDP wrapper."""
+    forward = forward or TrainForward(model)
     model.train()
-    total = torch.tensor(pos.loss_sum, dtype=torch.float64)
+    # pos holds totals over all ranks; rank 0 carries them on, the others add from zero.
+    base_loss, base_seen = (pos.loss_sum, pos.seen) if ctx.main else (0.0, 0)
+    total = torch.tensor(base_loss, dtype=torch.float64)
+    seen = base_seen
     t = time.perf_counter()
 
     def sync() -> None:
         nonlocal t
         now = time.perf_counter()
-        pos.loss_sum, pos.train_s, t = total.item(), pos.train_s + now - t, now
+        pos.loss_sum, global_seen = distributed.all_reduce_sum(ctx, total.item(), seen)
+        pos.seen, pos.train_s, t = int(global_seen), pos.train_s + now - t, now
 
     for x, y in batches:
         x, y = _to_device(x, y, device, cfg.channels_last)
         with _autocast(cfg, device):
+            out = forward(x)
             if model.aux:
-                loss = googlenet_loss(model.forward_aux(x), y, cfg.model.aux_weight,
-                                      cfg.label_smoothing)
+                loss = googlenet_loss(out, y, cfg.model.aux_weight, cfg.label_smoothing)
             else:
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         if not torch.isfinite(loss):
             raise RunError(f"the loss became {loss.item()} at step {pos.step}; lower --lr or use "
                            "--norm bn (the last checkpoint is kept)")
@@ -355,7 +390,7 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
         if average is not None and pos.step > average_from:
             average.update_parameters(model)
         total += loss.detach().double() * len(y)
-        pos.seen += len(y)
+        seen += len(y)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
@@ -366,8 +401,9 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
-             device: torch.device) -> dict[str, Any]:
-    """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class)."""
+             device: torch.device, ctx: distributed.Context = _SINGLE) -> dict[str, Any]:
+    """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class), summed over
+    the ranks' shards under DDP."""
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     total_loss, top5, n = 0.0, 0, 0
@@ -383,6 +419,8 @@ def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainCo
         confusion += torch.bincount((y * num_classes + pred).cpu(),
                                     minlength=num_classes**2).view(num_classes, num_classes)
         n += len(y)
+    distributed.all_reduce_tensor(ctx, confusion)
+    total_loss, top5, n = distributed.all_reduce_sum(ctx, total_loss, top5, n)
     top1 = confusion.diag().sum().item()
     return {"loss": total_loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
             "confusion": confusion}
@@ -638,10 +676,49 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     every random state, so `resume=True` continues from any of them exactly as if the run had
     not stopped. SIGINT/SIGTERM save one and raise `Interrupted`. `stop_after=N` ends the
     session after epoch N (time-sliced training); it returns None then.
+
+    Under `torchrun` the processes train one model with DDP (`inception.distributed`):
+    `cfg.batch_size` is the global batch and rank 0 writes the run directory.
     """
+    dev = resolve_device(device)
+    ctx = distributed.setup(dev.type)
+    if ctx.active and dev.type == "cuda":
+        dev = torch.device("cuda", ctx.local_rank)
+    try:
+        return _train(cfg, data, out, data_dir, dev, resume, progress and ctx.main, stop_after,
+                      checkpoint_every, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _rng_states(ctx: distributed.Context) -> torch.Tensor | list[torch.Tensor]:
+    """The CPU generator's state: one tensor, or every rank's under DDP (a collective call)."""
+    state = torch.get_rng_state()
+    return distributed.gather_objects(ctx, state) if ctx.active else state
+
+
+def _restore_rng(saved: torch.Tensor | list[torch.Tensor] | None, ctx: distributed.Context,
+                 cfg: TrainConfig, pos: Position) -> None:
+    """Each rank's generator as it was at the checkpoint; if the world size changed, a fresh
+    seed from (seed, epoch, step, rank): the run goes on, its dropout masks differ."""
+    if isinstance(saved, list) and len(saved) == ctx.world:
+        torch.set_rng_state(saved[ctx.rank])
+    elif isinstance(saved, torch.Tensor) and not ctx.active:
+        torch.set_rng_state(saved)
+    else:
+        log.warning("resuming mid-epoch under a different number of processes: dropout masks "
+                    "are reseeded, so the run will not be bitwise the uninterrupted one")
+        torch.manual_seed(epoch_seed(cfg.seed, pos.epoch) + 31 * pos.step + 7_777_777 * ctx.rank)
+
+
+def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | None,
+           dev: torch.device, resume: bool, progress: bool, stop_after: int | None,
+           checkpoint_every: int | None, ctx: distributed.Context) -> RunResult | None:
     t0 = time.perf_counter()
     out = Path(out) if out else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_run_dir(out, resume)
+    if ctx.active:
+        out = Path(distributed.gather_objects(ctx, str(out))[0])  # rank 0's timestamp
+    distributed.on_main(ctx, lambda: check_run_dir(out, resume), RunError)
     ckpt_path = out / "checkpoints" / "last.pt"
     ckpt = load_latest_checkpoint(ckpt_path.parent) if resume else None
     if ckpt is not None:
@@ -650,9 +727,11 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
             diffs = [k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v]
             raise RunError(f"--resume: the flags differ from the run's saved config in "
                            f"{', '.join(diffs)}; resume without changing them")
-    dev = resolve_device(device)
+    if cfg.batch_size % ctx.world:
+        raise RunError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by "
+                       f"the {ctx.world} processes")
     torch.manual_seed(cfg.seed)
-    dataset = load_data(cfg, data, data_dir, dev)
+    dataset = load_data(cfg, data, data_dir, dev, ctx)
     if cfg.model.num_classes != len(dataset.classes):
         cfg = cfg.replace(num_classes=len(dataset.classes))
     if dataset.train.num_images < cfg.batch_size:
@@ -661,13 +740,21 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     model = GoogLeNet(cfg.model)
     if cfg.init is not None and ckpt is None:
         init_from_torchvision(model, cfg)
-    create_run_dir(out, model)
-    log.info("config: %s", json.dumps(cfg.to_dict()))
-    _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data})
+    distributed.on_main(ctx, lambda: create_run_dir(out, model), RunError)
+    if ctx.main:
+        log.info("config: %s", json.dumps(cfg.to_dict()))
+        _write_json(out / "config.json", {"train": cfg.to_dict(), "data": data,
+                                          "processes": ctx.world})
 
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    forward: nn.Module = TrainForward(model)
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(
+            forward, device_ids=[dev.index] if dev.type == "cuda" else None)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = dataset.train.num_batches
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
@@ -692,13 +779,17 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     wall_before = pos.wall_s
 
     def save(generator: torch.Generator | None) -> None:
+        """A checkpoint (rank 0 writes it; every rank must call this: it gathers RNG states)."""
+        rng = _rng_states(ctx)
+        if not ctx.main:
+            return
         pos.wall_s = round(wall_before + time.perf_counter() - t0, 2)
         atomic_save({"format": CHECKPOINT_FORMAT, "train_config": cfg.to_dict(),
                      "epoch": pos.epoch, "step": pos.step, "position": asdict(pos),
                      "metrics": rows, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "average": average.state_dict() if average is not None else None,
-                     "rng": torch.get_rng_state(),
+                     "rng": rng, "processes": ctx.world,
                      "data_rng": generator.get_state() if generator is not None else None,
                      "classes": dataset.classes}, ckpt_path,
                     keep_previous=ckpt_path.with_name("previous.pt"))
@@ -710,31 +801,33 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
             save(None)  # so that a run killed before its first interval can be resumed
         for epoch in range(pos.epoch, cfg.epochs):
             if pos.batch == 0:
-                torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1)  # dropout masks
+                # Dropout masks: rank 0's stream is the single-process one.
+                torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1 + 7_777_777 * ctx.rank)
                 pos.loss_sum, pos.seen, pos.train_s = 0.0, 0, 0.0
                 pos.lr = optimizer.param_groups[0]["lr"]
                 current = dataset.train.epoch(epoch)
             else:  # mid-epoch: the random states of the moment the checkpoint was taken
-                torch.set_rng_state(rng_state)
+                _restore_rng(rng_state, ctx, cfg, pos)
                 current = dataset.train.epoch(epoch, pos.batch, data_state)
 
             def after_step(sync: Callable[[], None], current: Epoch = current) -> None:
                 due = checkpoint_every is not None and pos.step % checkpoint_every == 0
-                if due or stop.signum is not None:
+                stopping = distributed.any_rank(ctx, stop.signum is not None)
+                if due or stopping:
                     sync()
                     save(current.generator)
-                if stop.signum is not None:
-                    raise Interrupted(stop.signum, out, pos)
+                if stopping:
+                    raise Interrupted(stop.signum or signal.SIGTERM, out, pos)
 
             bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
                             pos.batch)
             train_one_epoch(model, current.batches, optimizer, scheduler, cfg, dev, average,
-                            average_from, pos, after_step, bar)
+                            average_from, pos, after_step, bar, forward, ctx)
             if bar is not None:
                 bar.close()
             evaluated = eval_model if (average is None or pos.step > average_from) else model
             result = evaluate(evaluated, dataset.val.epoch(0).batches, len(dataset.classes),
-                              cfg, dev)
+                              cfg, dev, ctx)
             row = {"epoch": epoch + 1,
                    "wall_s": round(wall_before + time.perf_counter() - t0, 2),
                    "train_loss": round(pos.loss_sum / max(pos.seen, 1), 6),
@@ -742,11 +835,18 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
                    "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
                    "lr": pos.lr, "images_per_s": round(pos.seen / max(pos.train_s, 1e-9), 1)}
             rows.append(row)
-            log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 %.2f%%  "
-                     "%.0f img/s", epoch + 1, cfg.epochs, row["train_loss"], dataset.val_name,
-                     result["loss"], result["top1"], result["top5"], row["images_per_s"])
-            _write_metrics(out / "metrics.csv", rows)
-            _write_skipped(out, dataset)
+            skipped = distributed.gather_objects(
+                ctx, (dataset.train.skipped, dataset.val.skipped))
+            for train_skips, val_skips in skipped:
+                dataset.train.skipped.update(train_skips)
+                dataset.val.skipped.update(val_skips)
+            if ctx.main:
+                log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 "
+                         "%.2f%%  %.0f img/s", epoch + 1, cfg.epochs, row["train_loss"],
+                         dataset.val_name, result["loss"], result["top1"], result["top5"],
+                         row["images_per_s"])
+                _write_metrics(out / "metrics.csv", rows)
+                _write_skipped(out, dataset)
             pos.epoch, pos.batch = epoch + 1, 0
             save(None)
             if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < cfg.epochs:
@@ -756,11 +856,14 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
 
     if result is None:  # resumed a finished run: evaluate what it saved
         result = evaluate(eval_model, dataset.val.epoch(0).batches, len(dataset.classes), cfg,
-                          dev)
+                          dev, ctx)
     final = eval_model if (average is not None and pos.step > average_from) else model
-    model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
-                              {"recipe": cfg.recipe, "data": data})
-    plots = write_plots(out, rows, result["confusion"], dataset.classes, dataset.val_name)
+    model_path = out / "model.safetensors"
+    plots = [out / "curves.png", out / "confusion.png"]
+    if ctx.main:
+        model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
+                                  {"recipe": cfg.recipe, "data": data})
+        plots = write_plots(out, rows, result["confusion"], dataset.classes, dataset.val_name)
     per_class = (result["confusion"].diag().float()
                  / result["confusion"].sum(1).clamp(min=1).float() * 100).tolist()
     results = {f"{dataset.val_name}_top1": round(result["top1"], 4),
@@ -772,8 +875,9 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
                "epochs": cfg.epochs, "recipe": cfg.recipe, "data": data,
                "model": str(model_path), "run_dir": str(out),
                "plots": [str(p) for p in plots],
-               "device": str(dev), "threads": torch.get_num_threads()}
-    _write_json(out / "results.json", results)
+               "device": str(dev), "threads": torch.get_num_threads(), "processes": ctx.world}
+    if ctx.main:
+        _write_json(out / "results.json", results)
     return RunResult(out, results, plots)
 
 
