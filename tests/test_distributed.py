@@ -80,3 +80,21 @@ def test_a_checkpoint_resumes_under_another_world_size(tmp_path, single, first, 
     _run(first, out, "--stop-after", "1")
     _run(second, out, "--resume")
     _assert_same_model(single, out)
+
+
+def test_sync_bn_is_refused_where_pytorch_cannot_do_it(caplog):
+    from inception import googlenet
+    from inception.recipes import get_recipe
+    from inception.training import RunError, sync_batch_norm
+
+    cfg = get_recipe("fashion-mnist").replace(sync_bn=True, width=0.25)
+    model = googlenet(cfg.model)
+    cpu = torch.device("cpu")
+    assert sync_batch_norm(model, cfg, distributed.Context(), cpu) is model  # one process
+    with pytest.raises(RunError, match="GPU-only"):
+        sync_batch_norm(model, cfg, distributed.Context(0, 2), cpu)
+    with pytest.raises(RunError, match="--norm bn"):
+        sync_batch_norm(model, cfg.replace(norm="lrn"), distributed.Context(0, 2), cpu)
+    if torch.cuda.is_available():
+        synced = sync_batch_norm(model, cfg, distributed.Context(0, 2), torch.device("cuda"))
+        assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in synced.modules())

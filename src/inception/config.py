@@ -251,6 +251,9 @@ class TrainConfig:
     # Only the first N training images (smoke runs).
     subset: int | None = None
     eval_batch_size: int = 1000
+    # Under torchrun on GPUs: BatchNorm statistics over the global batch (nn.SyncBatchNorm)
+    # instead of each process's slice. PyTorch's SyncBatchNorm is GPU-only.
+    sync_bn: bool = False
     # Initial weights, "torchvision:PATH": a torchvision GoogLeNet state dict (e.g. its ImageNet
     # googlenet-1378be20.pth) for every layer but the classifiers, which start fresh.
     init: str | None = None

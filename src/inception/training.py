@@ -691,6 +691,22 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
         distributed.teardown(ctx)
 
 
+def sync_batch_norm(model: GoogLeNet, cfg: TrainConfig, ctx: distributed.Context,
+                    dev: torch.device) -> GoogLeNet:
+    """`cfg.sync_bn`: the model with `nn.SyncBatchNorm` layers, under DDP on GPUs."""
+    if not cfg.sync_bn:
+        return model
+    if cfg.model.norm != "bn":
+        raise RunError("--sync-bn needs --norm bn (this model has no BatchNorm)")
+    if not ctx.active:
+        log.warning("--sync-bn has no effect in a single process")
+        return model
+    if dev.type != "cuda":
+        raise RunError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm is GPU-only; on CPUs each "
+                       "process normalises over its own slice of the batch")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def _rng_states(ctx: distributed.Context) -> torch.Tensor | list[torch.Tensor]:
     """The CPU generator's state: one tensor, or every rank's under DDP (a collective call)."""
     state = torch.get_rng_state()
@@ -749,6 +765,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = sync_batch_norm(model, cfg, ctx, dev)
     forward: nn.Module = TrainForward(model)
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel
