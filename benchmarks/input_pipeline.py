@@ -1,0 +1,91 @@
+"""The per-image input pipeline at 224 px, in images/s per core, against torchvision's standard
+PIL ImageFolder pipeline, side by side in one process.
+
+    .venv/bin/python benchmarks/input_pipeline.py [--images 96] [--repeats 5]
+
+It writes `--images` JPEGs of 500x375 (ImageNet's typical size; smooth colour fields plus noise,
+so they compress like photographs rather than like flat colour) into a temporary image folder and
+reads them back, one core, no workers, through:
+
+- torchvision's standard training pipeline: `ImageFolder` + RandomResizedCrop(224), flip,
+  ToTensor, Normalize (transforms v1);
+- ours, the paper's (`inception train --recipe paper`): random-sized crop with a random
+  interpolation, flip, Howard's brightness/contrast/saturation and PCA lighting, normalisation;
+- ours, `--augment folder` (resize, crop, flip).
+
+The paths alternate for `--repeats` rounds; each one's median is reported. Compare with the
+training step's rate at 224 px (`inception bench --train`, BENCHMARKS.md): with W DataLoader
+workers the pipeline delivers about W times the per-core rate, on cores the step also wants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from inception.bench import median_rates
+from inception.data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset
+from inception.transforms import folder_train_transform, paper_train_transform
+
+
+def write_images(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:375, 0:500]
+    for i in range(n):
+        folder = root / f"class{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        phase = rng.uniform(0, 6.28, 3)
+        field = np.stack([127 + 100 * np.sin(x / (40 + 15 * c) + y / 70 + phase[c])
+                          for c in range(3)], -1)
+        noisy = np.clip(field + rng.normal(0, 12, field.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(folder / f"{i}.jpg", quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from torchvision import datasets
+    from torchvision import transforms as T
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_images(root, args.images)
+        classes = sorted(p.name for p in root.iterdir())
+        standard = datasets.ImageFolder(str(root), T.Compose([
+            T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]))
+        paper = ImageFolderDataset(root, classes,
+                                   paper_train_transform(224, IMAGENET_MEAN, (1.0, 1.0, 1.0)))
+        light = ImageFolderDataset(root, classes,
+                                   folder_train_transform(224, IMAGENET_MEAN, IMAGENET_STD))
+
+        def read_all(dataset):
+            def run() -> None:
+                for i in range(len(dataset)):
+                    dataset[i]
+            return run
+
+        rates = median_rates({"torchvision ImageFolder + RandomResizedCrop (v1)":
+                              read_all(standard),
+                              "inception, paper recipe (section 6 distortions)": read_all(paper),
+                              "inception, --augment folder": read_all(light)},
+                             args.images, args.repeats)
+    print(f"{args.images} JPEGs of 500x375, 1 core, no workers, median of {args.repeats} "
+          "alternating rounds")
+    print("| pipeline | images/s per core |")
+    print("|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
