@@ -124,11 +124,9 @@ def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConf
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for i in range(start * batch_size, stop, batch_size):
                 idx = order[i:i + batch_size]
-                mine = slice(None)
-                if ctx.active:
-                    bounds = [len(c) for c in idx.tensor_split(ctx.world)]
-                    first = sum(bounds[:ctx.rank])
-                    mine = slice(first, first + bounds[ctx.rank])
+                # This rank's positions in the batch (the same split as `distributed.shard`).
+                mine = (torch.arange(len(idx)).tensor_split(ctx.world)[ctx.rank] if ctx.active
+                        else slice(None))
                 if augment is not None:
                     x = augment(split.images[idx], g)[mine]
                 else:
@@ -811,7 +809,10 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
                      "classes": dataset.classes}, ckpt_path,
                     keep_previous=ckpt_path.with_name("previous.pt"))
 
-    eval_model = average.module if average is not None else model
+    def averaged_or_model() -> nn.Module:
+        """What is evaluated and exported: the parameter average once averaging has begun."""
+        return average.module if average is not None and pos.step > average_from else model
+
     result = None
     with _stop_on_signals() as stop:
         if ckpt is None:
@@ -842,9 +843,8 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
                             average_from, pos, after_step, bar, forward, ctx)
             if bar is not None:
                 bar.close()
-            evaluated = eval_model if (average is None or pos.step > average_from) else model
-            result = evaluate(evaluated, dataset.val.epoch(0).batches, len(dataset.classes),
-                              cfg, dev, ctx)
+            result = evaluate(averaged_or_model(), dataset.val.epoch(0).batches,
+                              len(dataset.classes), cfg, dev, ctx)
             row = {"epoch": epoch + 1,
                    "wall_s": round(wall_before + time.perf_counter() - t0, 2),
                    "train_loss": round(pos.loss_sum / max(pos.seen, 1), 6),
@@ -872,9 +872,9 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
                 return None
 
     if result is None:  # resumed a finished run: evaluate what it saved
-        result = evaluate(eval_model, dataset.val.epoch(0).batches, len(dataset.classes), cfg,
-                          dev, ctx)
-    final = eval_model if (average is not None and pos.step > average_from) else model
+        result = evaluate(averaged_or_model(), dataset.val.epoch(0).batches,
+                          len(dataset.classes), cfg, dev, ctx)
+    final = averaged_or_model()
     model_path = out / "model.safetensors"
     plots = [out / "curves.png", out / "confusion.png"]
     if ctx.main:
