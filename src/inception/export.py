@@ -126,21 +126,17 @@ def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = No
     """(normalised images, labels): the first `n` images of the model's own data, `split` "train"
     (calibration) or "eval" (checks), each with the model's 1-crop preprocessing."""
     from inception import data as data_lib
-    from inception.evaluation import eval_images, view_batches
+    from inception.evaluation import _Images, eval_images, view_batches
 
     data = data or loaded.meta.get("data", "fashion-mnist")
     if split == "eval":
         images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir)
     elif data == "fashion-mnist":
-        from inception.evaluation import _Images
-
         train, _ = data_lib.fashion_mnist(data_dir)
         train = train.subset(n)
         images = _Images(train.images.expand(-1, loaded.channels, -1, -1), train.labels)
     else:
         from torchvision.transforms import v2
-
-        from inception.evaluation import _Images
 
         train_dir, _, classes = data_lib.image_folder_splits(data)
         folder = data_lib.ImageFolderDataset(train_dir, classes, v2.PILToTensor(),

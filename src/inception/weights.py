@@ -38,6 +38,7 @@ class LoadedModel:
     classes: list[str]
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    _runners: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def config(self) -> GoogLeNetConfig:
@@ -56,11 +57,10 @@ class LoadedModel:
         ("fp32" or "bf16"), built once and kept."""
         from inception.inference import optimize_for_inference
 
-        cache = self.__dict__.setdefault("_runners", {})
-        if precision not in cache:
+        if precision not in self._runners:
             dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-            cache[precision] = optimize_for_inference(self.model, dtype=dtype)
-        return cache[precision]
+            self._runners[precision] = optimize_for_inference(self.model, dtype=dtype)
+        return self._runners[precision]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x C x H x W -> the float input the model was trained on."""
