@@ -1,12 +1,14 @@
-"""PyTorch's LocalResponseNorm against ours (one banded GEMM, fp32 normaliser) in a training step
-of the paper variant at 224 px, side by side in one process; with `--onnx`, the same two forms
-(and none at all, as a bound) in ONNX Runtime's fp32 inference of the exported graph.
+"""PyTorch's LocalResponseNorm against ours (a banded GEMM, fp32 normaliser), whole and in
+cache-sized chunks, in a training step and in `optimize_for_inference`'s bf16 inference of the
+paper variant at 224 px, side by side in one process; with `--onnx`, the LRN forms (and none at
+all, as a bound) in ONNX Runtime's fp32 inference of the exported graph.
 
     .venv/bin/python benchmarks/lrn.py [--threads 2] [--batch-size 32] [--repeats 5] [--onnx]
 
 The models are the paper's GoogLeNet (LRN, true 5x5; aux heads for training), channels_last,
-bf16 autocast for training; one has its two LRN layers swapped for `torch.nn.LocalResponseNorm`
-(which exports as ONNX's LRN operator). Alternated rounds, medians.
+bf16 autocast for training; their two LRN layers are swapped for `torch.nn.LocalResponseNorm`
+(which exports as ONNX's LRN operator) or for ours with the chunking off. Alternated rounds,
+medians.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from torch import nn
 
 import inception
 from inception.bench import median_rates
-from inception.modules import LocalResponseNorm
+from inception.modules import LocalResponseNorm, local_response_norm
 
 
-def swap_lrn(model: nn.Module, make) -> nn.Module:
-    """`model` with each of our LRN layers replaced by `make(layer)`."""
+def swap_lrn(model: nn.Module, make, kind: type = LocalResponseNorm) -> nn.Module:
+    """`model` with each of its `kind` layers replaced by `make(layer)`."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, LocalResponseNorm):
+            if isinstance(child, kind):
                 setattr(parent, name, make(child))
     return model
 
@@ -37,11 +39,19 @@ def torch_lrn(layer: LocalResponseNorm) -> nn.Module:
     return nn.LocalResponseNorm(layer.size, layer.alpha, layer.beta, layer.k)
 
 
-def training_step(plain_lrn: bool, x: torch.Tensor, y: torch.Tensor):
+def unchunked(layer: LocalResponseNorm) -> LocalResponseNorm:
+    layer.CPU_CHUNK = 1 << 62
+    return layer
+
+
+VARIANTS = {"torch.nn.LocalResponseNorm": torch_lrn,
+            "inception LocalResponseNorm, one GEMM": unchunked,
+            "inception LocalResponseNorm, chunked (the model's)": lambda layer: layer}
+
+
+def training_step(make, x: torch.Tensor, y: torch.Tensor):
     torch.manual_seed(0)
-    model = inception.googlenet().to(memory_format=torch.channels_last)
-    if plain_lrn:
-        swap_lrn(model, torch_lrn)
+    model = swap_lrn(inception.googlenet(), make).to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step() -> None:
@@ -54,17 +64,36 @@ def training_step(plain_lrn: bool, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
-def onnx_rates(batch: int, repeats: int) -> dict[str, float]:
-    from inception.export import onnx_session
+def inference(make, x: torch.Tensor):
     from inception.inference import optimize_for_inference
 
     torch.manual_seed(0)
-    graph = optimize_for_inference(inception.googlenet(aux_logits=False).eval(), export=True)
+    model = swap_lrn(inception.googlenet(aux_logits=False).eval(), make)
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+
+    def run() -> None:
+        with torch.no_grad():
+            fast(x)
+
+    return run
+
+
+def onnx_rates(batch: int, repeats: int) -> dict[str, float]:
+    from inception.export import onnx_session
+    from inception.inference import ConvLRN, optimize_for_inference
+
+    torch.manual_seed(0)
+    model = inception.googlenet(aux_logits=False).eval()
+    graph = optimize_for_inference(model, export=True)
+    plain = optimize_for_inference(swap_lrn(copy.deepcopy(model), lambda _: nn.Identity()),
+                                   export=True)
     variants = {"ONNX LRN operator (torch.nn.LocalResponseNorm)":
-                swap_lrn(copy.deepcopy(graph), torch_lrn),
-                "inception LocalResponseNorm (GEMM)": graph,
-                "no LRN at all (a bound, not the model)":
-                swap_lrn(copy.deepcopy(graph), lambda layer: nn.Identity())}
+                swap_lrn(copy.deepcopy(graph), lambda _: torch_lrn(local_response_norm()),
+                         ConvLRN),
+                "inception LocalResponseNorm (GEMM)":
+                swap_lrn(copy.deepcopy(graph), lambda _: local_response_norm(), ConvLRN),
+                "inference.ConvLRN (the export's)": graph,
+                "no LRN at all (a bound, not the model)": plain}
     x = torch.randn(batch, 3, 224, 224)
     paths = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,17 +118,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x = torch.randn(args.batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch_size,))
-    rates = median_rates({"torch.nn.LocalResponseNorm": training_step(True, x, y),
-                          "inception LocalResponseNorm": training_step(False, x, y)},
+    rates = median_rates({name: training_step(make, x, y) for name, make in VARIANTS.items()},
                          args.batch_size, args.repeats)
     print(f"training step, paper variant, 224 px, batch {args.batch_size}, bf16 autocast, "
           f"channels_last, {args.threads} threads, median of {args.repeats}")
+    base = rates["torch.nn.LocalResponseNorm"]
     for name, rate in rates.items():
-        print(f"| {name} | {rate:.1f} img/s |")
-    ratio = rates["inception LocalResponseNorm"] / rates["torch.nn.LocalResponseNorm"]
-    print(f"ratio: {ratio:.2f}x")
+        print(f"| {name} | {rate:.1f} img/s | {rate / base:.2f}x |")
+    ours = {k: v for k, v in VARIANTS.items() if k.startswith("inception")}  # PyTorch's LRN
+    rates = median_rates({name: inference(make, x) for name, make in ours.items()},  # has no bf16
+                         args.batch_size, args.repeats)
+    print(f"\noptimize_for_inference bf16, paper variant, 224 px, batch {args.batch_size}, "
+          f"{args.threads} threads, median of {args.repeats}")
+    base = rates["inception LocalResponseNorm, one GEMM"]
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.1f} img/s | {rate / base:.2f}x |")
     if args.onnx:
-        print(f"\nONNX Runtime fp32 inference, paper variant (fused graph), 224 px, batch "
+        print(f"\nONNX Runtime fp32 inference, paper variant (export graph), 224 px, batch "
               f"{args.batch_size}, {args.threads} threads, median of {args.repeats}")
         for name, rate in onnx_rates(args.batch_size, args.repeats).items():
             print(f"| {name} | {rate:.1f} img/s |")

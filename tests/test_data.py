@@ -83,3 +83,40 @@ def test_structural_mistakes_stop_with_one_line(tmp_path, image_folder):
     shutil.rmtree(bad / "val" / "bag")
     with pytest.raises(data_lib.DataError, match="different classes"):
         data_lib.image_folder_splits(bad)
+
+
+def _photo(path, width, height):
+    """A smooth, photograph-like JPEG."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([127 + 100 * np.sin(x / (60 + 20 * c) + y / 90) for c in range(3)], -1)
+    Image.fromarray(rgb.astype(np.uint8)).save(path, quality=92)
+
+
+def test_large_jpegs_decode_at_reduced_size(tmp_path):
+    from PIL import Image
+
+    big, small, png = tmp_path / "big.jpg", tmp_path / "small.jpg", tmp_path / "big.png"
+    _photo(big, 1800, 1200)
+    _photo(small, 400, 300)
+    Image.open(big).save(png)
+    # 1200 / 4 = 300 >= 256 > 1200 / 8: a quarter-size decode.
+    assert data_lib.load_image(big, min_side=256).size == (450, 300)
+    assert data_lib.load_image(big, min_side=600).size == (900, 600)
+    assert data_lib.load_image(big, min_side=601).size == (1800, 1200)  # 1/2 would be too small
+    assert data_lib.load_image(big).size == (1800, 1200)
+    assert data_lib.load_image(small, min_side=256).size == (400, 300)
+    assert data_lib.load_image(png, min_side=256).size == (1800, 1200)  # only JPEG has DCT scaling
+    # After the pipeline's resize, the reduced decode looks like the full one.
+    tf = eval_transform(224, (0.0,) * 3, (1.0,) * 3)
+    full = tf(data_lib.load_image(big))
+    fast = tf(data_lib.load_image(big, min_side=256))
+    assert (full - fast).abs().mean() < 2 / 255
+
+
+def test_image_folder_passes_min_side(tmp_path):
+    (tmp_path / "a").mkdir()
+    _photo(tmp_path / "a" / "1.jpg", 1800, 1200)
+    folder = data_lib.ImageFolderDataset(tmp_path, ["a"], lambda image: image.size, min_side=256)
+    assert folder[0] == ((450, 300), 0)

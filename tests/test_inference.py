@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from inception import GoogLeNetConfig, googlenet
-from inception.inference import FusedInception, optimize_for_inference
+from inception.inference import ConvLRN, FusedInception, optimize_for_inference
 from inception.modules import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, LocalResponseNorm
 
 CONFIGS = {
@@ -33,13 +33,17 @@ def _trained_like(config: GoogLeNetConfig) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("size", [LRN_SIZE, 4])
-def test_gemm_lrn_equals_torch_lrn(size):
+@pytest.mark.parametrize("chunk", [LocalResponseNorm.CPU_CHUNK, 7])  # 162 rows: one or 24 chunks
+def test_gemm_lrn_equals_torch_lrn(size, chunk):
     reference = nn.LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
     ours = LocalResponseNorm(size, LRN_ALPHA * 50, LRN_BETA, LRN_K)
+    ours.CPU_CHUNK = chunk
     x = (torch.randn(2, 64, 9, 9) * 30).requires_grad_()
     for memory_format in (torch.contiguous_format, torch.channels_last):
         y = x.contiguous(memory_format=memory_format)
         assert torch.allclose(ours(y), reference(y), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():  # the inference form writes the chunks in place
+            assert torch.allclose(ours(y), reference(y), rtol=1e-5, atol=1e-6)
     assert (reference(x) - x).abs().max() > 1.0  # large enough input to be normalised
     g1, = torch.autograd.grad(ours(x).square().sum(), x)
     g2, = torch.autograd.grad(reference(x).square().sum(), x)
@@ -85,11 +89,33 @@ def test_bad_dtype():
         optimize_for_inference(googlenet(image_size=96), dtype=torch.float16)
 
 
+def test_lrn_exports_with_a_dynamic_batch():
+    """The CPU chunking is off under tracing: a chunk count would fix the batch size."""
+    lrn = LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, LRN_BETA, LRN_K)
+    lrn.CPU_CHUNK = 7
+    x = torch.randn(2, 16, 5, 5) * 30
+    program = torch.export.export(lrn, (x,), dynamic_shapes={"x": {0: torch.export.Dim("b")}})
+    y = torch.randn(3, 16, 5, 5) * 30
+    assert torch.allclose(program.module()(y), lrn(y), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [LRN_BETA, 0.6])
+def test_conv_lrn_equals_torch_lrn(beta):
+    reference = nn.LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, beta, LRN_K)
+    ours = ConvLRN(LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, beta, LRN_K), 48)
+    x = torch.randn(2, 48, 9, 9) * 30
+    assert (reference(x) - x).abs().max() > 1.0  # large enough input to be normalised
+    with torch.no_grad():
+        assert torch.allclose(ours(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
 def test_export_graph_equals_the_model():
     model = _trained_like(CONFIGS["paper"])
     graph = optimize_for_inference(model, export=True)
-    assert sum(isinstance(m, LocalResponseNorm) for m in graph.modules()) == 2
-    assert sum(isinstance(m, FusedInception) for m in graph.modules()) == 9
+    # ONNX Runtime's layout has no blocked Split: the export keeps the 1x1 convolutions apart.
+    assert sum(isinstance(m, ConvLRN) for m in graph.modules()) == 2
+    assert not any(isinstance(m, FusedInception | LocalResponseNorm) for m in graph.modules())
+    assert [m.window.in_channels for m in graph.modules() if isinstance(m, ConvLRN)] == [64, 192]
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         assert (graph(x) - model(x)).abs().max() <= 1e-4 * model(x).abs().max()

@@ -107,3 +107,12 @@ def test_batch_augment_erasing():
     assert 0.4 < erased < 0.6
     frac = (out == 0).flatten(1).float().mean(1)
     assert frac.max() <= 0.26
+
+
+def test_decode_side_keeps_the_smallest_paper_crop_at_full_size():
+    from inception.transforms import decode_side
+
+    side = decode_side("paper", 224)
+    assert side == 915
+    assert side * math.sqrt(0.08 * 3 / 4) >= 224 > (side - 1) * math.sqrt(0.08 * 3 / 4)
+    assert decode_side("folder", 224) == 224

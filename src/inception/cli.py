@@ -199,7 +199,8 @@ def _predict(args: argparse.Namespace) -> int:
     results = []
     for path in args.images:
         try:
-            image = to_tensor(load_image(path, mode))
+            image = to_tensor(load_image(path, mode,
+                                         evaluation.decode_side([model], args.crops)))
         except (OSError, ValueError) as e:
             raise UsageError(f"IMAGE {path}: cannot read it as an image ({e})") from e
         boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], args.crops,
@@ -391,8 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
-    logging.basicConfig(level=logging.DEBUG if args.verbose else
-                        logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
+    # Other libraries' INFO lines (ONNX Runtime's quantizer logs one per weight) only on -v.
+    logging.basicConfig(level=level if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("inception").setLevel(level)
     if getattr(args, "threads", None):
         import torch
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,9 +203,12 @@ class ImageFolderDataset(Dataset):
     A file that cannot be decoded (corrupt, truncated, empty, not an image) comes back as a
     `Skipped` naming it, so that one bad file never stops an epoch; `collate_skipping` drops it
     from its batch and the training loop logs and lists it in the run directory.
+
+    `min_side` lets large JPEGs decode at reduced size (`load_image`).
     """
 
-    def __init__(self, root: Path, classes: list[str], transform, channels: int = 3) -> None:
+    def __init__(self, root: Path, classes: list[str], transform, channels: int = 3,
+                 min_side: int | None = None) -> None:
         from torchvision.datasets import ImageFolder
 
         self.folder = ImageFolder(str(root), loader=str,
@@ -212,7 +216,7 @@ class ImageFolderDataset(Dataset):
         if self.folder.classes != classes:
             raise DataError(f"{root}: classes {self.folder.classes} differ from {classes}")
         self.mode = "L" if channels == 1 else "RGB"
-        self.transform = transform
+        self.transform, self.min_side = transform, min_side
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -220,7 +224,7 @@ class ImageFolderDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.folder.samples[index]
         try:
-            image = load_image(path, self.mode)
+            image = load_image(path, self.mode, self.min_side)
         except ImageError as e:
             return Skipped(path, str(e))
         return self.transform(image), label
@@ -230,12 +234,14 @@ class ImageError(ValueError):
     """A file that does not decode to an image; the message names it and says why."""
 
 
-def _open(path: str):
+def _open(path: str, min_side: int | None = None):
     from PIL import Image, ImageOps
 
     try:
         with open(path, "rb") as f:
             image = Image.open(f)
+            if min_side and image.format == "JPEG":
+                _draft(image, min_side)
             image = ImageOps.exif_transpose(image)
             image.load()
     except FileNotFoundError as e:
@@ -248,11 +254,24 @@ def _open(path: str):
     return image
 
 
-def load_image(path: str | Path, mode: str = "RGB"):
+def _draft(image, min_side: int) -> None:
+    """Let libjpeg decode `image` at 1/2, 1/4 or 1/8 scale (DCT scaling, PIL's `draft`) where the
+    shorter side stays at least `min_side`: far less work for large photographs."""
+    w, h = image.size
+    short = min(w, h)
+    if short >= 2 * min_side:
+        image.draft(None, (math.ceil(w * min_side / short), math.ceil(h * min_side / short)))
+
+
+def load_image(path: str | Path, mode: str = "RGB", min_side: int | None = None):
     """A PIL image in `mode` ("RGB" or "L") from any file PIL reads: EXIF orientation applied,
     16-bit scaled to 8 bits, transparency composited onto white (not black), CMYK and palette
-    converted. Raises `ImageError` (and nothing else) for a file that does not decode."""
-    image = _open(str(path))
+    converted. Raises `ImageError` (and nothing else) for a file that does not decode.
+
+    With `min_side`, a JPEG whose shorter side is at least twice that is decoded at reduced size
+    (1/2, 1/4 or 1/8), its shorter side still at least `min_side`: pass the largest shorter side
+    the pipeline resizes to."""
+    image = _open(str(path), min_side)
     try:
         return _convert(to_8bit(image), mode)
     except (OSError, ValueError) as e:

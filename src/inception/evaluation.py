@@ -209,6 +209,13 @@ def view_batches(images: Dataset, models: Sequence[LoadedModel], crops: int, bat
             yield batch
 
 
+def decode_side(models: Sequence[LoadedModel], crops: int = 144) -> int:
+    """The shorter side images may be decoded at (`data.load_image`'s `min_side`) for `crops`
+    crops of every model: the largest scale the crops are cut from."""
+    top = PAPER_SCALES[-1] / PAPER_SCALES[0] if crops == 144 else 1.0
+    return max(_half_up(int(m.preprocessing["resize"]) * top) for m in models)
+
+
 def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = None,
                 data_dir: str | None = None) -> tuple[Dataset, str]:
     """(uint8 images with labels, split name) to evaluate `models` on: Fashion-MNIST's test set or
@@ -231,7 +238,8 @@ def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = N
     if folder_classes != list(classes):
         raise data_lib.DataError(f"DATA {data}: its classes {folder_classes} are not the model's "
                                  f"{list(classes)}")
-    folder = data_lib.ImageFolderDataset(val_dir, folder_classes, v2.PILToTensor(), channels)
+    folder = data_lib.ImageFolderDataset(val_dir, folder_classes, v2.PILToTensor(), channels,
+                                         min_side=decode_side(models))
     if subset is not None:
         folder = torch.utils.data.Subset(folder, range(min(subset, len(folder))))
     return _Images(folder=folder), "val"

@@ -16,6 +16,12 @@
 - `compile=True` wraps the result in `torch.compile`.
 
 The result takes float32 input in the model's usual layout and returns float32 logits.
+
+`export=True` gives a different arrangement, the one ONNX Runtime runs fastest (measured with
+`benchmarks/onnx_graph.py`, BENCHMARKS.md): BN folded, but the 1x1 convolutions not fused,
+because ONNX Runtime keeps convolutions in its blocked NCHWc layout and has no blocked Split, so
+every split costs two layout conversions; and the LRN layers as `ConvLRN`, whose window sum is a
+1x1 convolution that stays in that layout.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from inception.model import GoogLeNet
-from inception.modules import ConvReLU, Inception
+from inception.modules import ConvReLU, Inception, LocalResponseNorm
 
 
 def _fold(block: ConvReLU) -> None:
@@ -58,6 +64,29 @@ class FusedInception(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b, c = F.relu(self.reduce(x), inplace=True).split(self.splits, dim=1)
         return torch.cat([a, self.branch2(b), self.branch3(c), self.branch4(x)], dim=1)
+
+
+class ConvLRN(nn.Module):
+    """`LocalResponseNorm` for export: x * (k + alpha/n * window sum of x^2)^-beta, the window
+    sum a 1x1 convolution of the squares with the banded C x C weight (bias k), and the power
+    rsqrt(s) * sqrt(rsqrt(s)) when beta is 3/4 (Caffe's), which ONNX Runtime computes faster
+    than `Pow`."""
+
+    def __init__(self, lrn: LocalResponseNorm, channels: int) -> None:
+        super().__init__()
+        self.beta = lrn.beta
+        band = lrn.band(channels)  # [input channel, output channel]
+        self.window = nn.Conv2d(channels, channels, 1)
+        with torch.no_grad():
+            self.window.weight.copy_(band.t().reshape(channels, channels, 1, 1))
+            self.window.bias.fill_(lrn.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.window(x * x)
+        if self.beta == 0.75:
+            r = torch.rsqrt(s)
+            return x * (r * torch.sqrt(r))
+        return x * s.pow(-self.beta)
 
 
 class MaxPool3x3(nn.Module):
@@ -101,14 +130,30 @@ class InferenceGoogLeNet(nn.Module):
         return self._run(self.body, x).float()
 
 
+def _replace_lrn(net: GoogLeNet) -> None:
+    """Replace every `LocalResponseNorm` in `net` by its `ConvLRN`, in place. The channel counts
+    come from one forward pass of a blank image."""
+    channels: dict[nn.Module, int] = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda module, args: channels.__setitem__(module, args[0].shape[1]))
+        for m in net.modules() if isinstance(m, LocalResponseNorm)]
+    size = net.config.image_size
+    net(torch.zeros(1, net.config.in_chans, size, size))
+    for h in hooks:
+        h.remove()
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if child in channels:
+                setattr(parent, name, ConvLRN(child, channels[child]))
+
+
 @torch.no_grad()
 def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
                            compile: bool = False, export: bool = False) -> nn.Module:
     """An inference-only copy of `model` with equal outputs; see the module docstring.
 
-    `export=True` gives the graph for ONNX: BN folded and 1x1 convolutions fused, fp32, the stem
-    not chunked. The LRN layers export in their GEMM form, which ONNX Runtime runs 15% faster
-    than its own LRN operator on the paper variant (BENCHMARKS.md).
+    `export=True` gives the fp32 graph for ONNX (module docstring): BN folded, the 1x1
+    convolutions not fused, the LRN layers as `ConvLRN`, the stem not chunked.
     """
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16; got {dtype}")
@@ -120,8 +165,10 @@ def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
     for block in list(net.modules()):
         if isinstance(block, ConvReLU):
             _fold(block)
+    if export:
+        _replace_lrn(net)
     for name, layer in list(net.layers.items()):
-        if isinstance(layer, Inception) and not layer.naive:
+        if not export and isinstance(layer, Inception) and not layer.naive:
             net.layers[name] = FusedInception(layer)
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):

@@ -27,7 +27,22 @@ class LocalResponseNorm(nn.LocalResponseNorm):
 
     The normaliser is computed in fp32 even under bf16 autocast or on bf16 input: with bf16's
     8-bit mantissa, k + alpha/n * S rounds to k for most activations and the layer would vanish.
+
+    On the CPU the pixels go through in chunks of `CPU_CHUNK` rows, so that the squares, the
+    window sums and the scale stay in cache between the four steps: 1.5x (fp32) and 1.9x (bf16)
+    faster at 56x56x192, batch 32 (`benchmarks/lrn.py`). Not when traced (`torch.compile`,
+    `torch.export`), where a chunk count would fix the batch size.
     """
+
+    CPU_CHUNK = 2048
+
+    def band(self, channels: int, device: torch.device | None = None) -> torch.Tensor:
+        """The C x C matrix [input channel i, output channel j] = alpha/n where i is in j's
+        window, else 0."""
+        offsets = torch.arange(channels, device=device)
+        lo, hi = self.size // 2, (self.size - 1) // 2  # PyTorch's window: c - lo .. c + hi
+        diff = offsets[:, None] - offsets[None, :]  # input channel i - output channel j
+        return ((diff >= -lo) & (diff <= hi)).float() * (self.alpha / self.size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -35,15 +50,24 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         no_autocast = (torch.autocast(device, enabled=False)
                        if torch.amp.is_autocast_available(device) else contextlib.nullcontext())
         with no_autocast:
-            offsets = torch.arange(c, device=x.device)
-            lo, hi = self.size // 2, (self.size - 1) // 2  # PyTorch's window: c - lo .. c + hi
-            diff = offsets[:, None] - offsets[None, :]  # input channel i - output channel j
-            band = ((diff >= -lo) & (diff <= hi)).float() * (self.alpha / self.size)
-            pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels_last input
-            squares = pixels.float().square()
+            band = self.band(c, x.device)
             bias = torch.full((c,), float(self.k), device=x.device)
-            scale = torch.addmm(bias, squares, band).pow_(-self.beta).to(x.dtype)
-            return (pixels * scale).view(n, h, w, c).permute(0, 3, 1, 2)
+            pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels_last input
+            traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+            def scale(p: torch.Tensor) -> torch.Tensor:
+                return torch.addmm(bias, p.float().square(), band).pow_(-self.beta).to(x.dtype)
+
+            if x.device.type != "cpu" or traced:
+                out = pixels * scale(pixels)
+            elif torch.is_grad_enabled() and x.requires_grad:
+                out = torch.cat([p * scale(p) for p in pixels.split(self.CPU_CHUNK)])
+            else:
+                out = torch.empty_like(pixels)
+                for p, o in zip(pixels.split(self.CPU_CHUNK), out.split(self.CPU_CHUNK),
+                                strict=True):
+                    torch.mul(p, scale(p), out=o)
+            return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def local_response_norm() -> LocalResponseNorm:

@@ -38,6 +38,7 @@ from inception.config import ConfigError, TrainConfig
 from inception.model import GoogLeNet, googlenet_loss
 from inception.transforms import (
     BatchAugment,
+    decode_side,
     eval_transform,
     folder_train_transform,
     paper_train_transform,
@@ -233,12 +234,13 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
         raise ConfigError("--augment batch needs an in-memory data set; use --augment folder or "
                           "paper for an image folder")
     train_set = data_lib.ImageFolderDataset(train_dir, classes, _train_transform(cfg, mean, std),
-                                            channels)
+                                            channels, decode_side(cfg.augment, size))
     if cfg.subset is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(cfg.subset, len(train_set))))
     crop_fraction = 0.875
     val_set = data_lib.ImageFolderDataset(val_dir, classes,
-                                          eval_transform(size, mean, std, crop_fraction), channels)
+                                          eval_transform(size, mean, std, crop_fraction), channels,
+                                          min_side=round(size / crop_fraction))
     preprocessing = dict(image_size=size, resize=round(size / crop_fraction), crop=size,
                          mean=list(mean), std=list(std), channels=channels,
                          interpolation="bilinear")

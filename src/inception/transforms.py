@@ -6,6 +6,8 @@ interpolation per crop, and AlexNet-style PCA lighting (part of Howard's distort
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
@@ -90,6 +92,19 @@ def paper_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[f
         Lighting(lighting_std),
         v2.Normalize(mean, std),
     ])
+
+
+def decode_side(augment: str, image_size: int, scale: float = 0.08,
+                ratio: float = 3 / 4) -> int:
+    """The shorter side a training image may be decoded at (`data.load_image`'s `min_side`)
+    without changing what the pipeline can produce at full resolution.
+
+    "paper": the smallest random-sized crop (area `scale`, aspect `ratio`) of an image whose
+    shorter side is L has sides of at least L * sqrt(scale * ratio), which must stay at least
+    `image_size` (so about 4.1 x the crop for the paper's 8% and 3/4); "folder": the resize."""
+    if augment == "paper":
+        return math.ceil(image_size / math.sqrt(scale * ratio))
+    return image_size
 
 
 def eval_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
