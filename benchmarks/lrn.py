@@ -7,8 +7,8 @@ all, as a bound) in ONNX Runtime's fp32 inference of the exported graph.
 
 The models are the paper's GoogLeNet (LRN, true 5x5; aux heads for training), channels_last,
 bf16 autocast for training; their two LRN layers are swapped for `torch.nn.LocalResponseNorm`
-(which exports as ONNX's LRN operator) or for ours with the chunking off. Alternated rounds,
-medians.
+(which exports as ONNX's LRN operator) or for ours with the chunking off (all pixels as one
+chunk: one GEMM, the same hand-written backward). Alternated rounds, medians.
 """
 
 from __future__ import annotations

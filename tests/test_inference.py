@@ -137,3 +137,12 @@ def test_bench_reports_every_path(capsys):
     assert "train torchvision fp32 NCHW" in names
     assert all(r["img_s"] > 0 for r in report["rows"])
     assert report["peak_gflops"]["bf16"] > 0
+
+
+def test_chunked_lrn_gradcheck():
+    """The hand-written backward of the CPU form, in float64, across chunk boundaries."""
+    lrn = LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 5000, LRN_BETA, LRN_K)
+    lrn.CPU_CHUNK = 5
+    x = (torch.randn(2, 9, 3, 2, dtype=torch.float64) * 3).requires_grad_()
+    assert torch.autograd.gradcheck(lrn, (x,))
+    assert torch.autograd.gradcheck(lrn, (x.contiguous(memory_format=torch.channels_last),))

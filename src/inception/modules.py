@@ -29,9 +29,10 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     8-bit mantissa, k + alpha/n * S rounds to k for most activations and the layer would vanish.
 
     On the CPU the pixels go through in chunks of `CPU_CHUNK` rows, so that the squares, the
-    window sums and the scale stay in cache between the four steps: 1.5x (fp32) and 1.9x (bf16)
-    faster at 56x56x192, batch 32 (`benchmarks/lrn.py`). Not when traced (`torch.compile`,
-    `torch.export`), where a chunk count would fix the batch size.
+    window sums and the scale stay in cache between the steps, and training uses a hand-written
+    backward (`_ChunkedLRN`) that reuses the saved sums instead of autograd's chain of `pow`s.
+    Not when traced (`torch.compile`, `torch.export`), where a chunk count would fix the batch
+    size, nor on GPUs. Gains in a bf16 training step: `benchmarks/lrn.py`, BENCHMARKS.md.
     """
 
     CPU_CHUNK = 2048
@@ -54,20 +55,59 @@ class LocalResponseNorm(nn.LocalResponseNorm):
             bias = torch.full((c,), float(self.k), device=x.device)
             pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels_last input
             traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-            def scale(p: torch.Tensor) -> torch.Tensor:
-                return torch.addmm(bias, p.float().square(), band).pow_(-self.beta).to(x.dtype)
-
             if x.device.type != "cpu" or traced:
-                out = pixels * scale(pixels)
+                scale = torch.addmm(bias, pixels.float().square(), band).pow_(-self.beta)
+                out = pixels * scale.to(x.dtype)
             elif torch.is_grad_enabled() and x.requires_grad:
-                out = torch.cat([p * scale(p) for p in pixels.split(self.CPU_CHUNK)])
+                out = _ChunkedLRN.apply(pixels, band, bias, self.beta, self.CPU_CHUNK)
             else:
-                out = torch.empty_like(pixels)
-                for p, o in zip(pixels.split(self.CPU_CHUNK), out.split(self.CPU_CHUNK),
-                                strict=True):
-                    torch.mul(p, scale(p), out=o)
+                out = _lrn_chunks(pixels, band, bias, self.beta, self.CPU_CHUNK)
             return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _lrn_chunks(pixels: torch.Tensor, band: torch.Tensor, bias: torch.Tensor, beta: float,
+                chunk: int, sums: torch.Tensor | None = None) -> torch.Tensor:
+    """x * s^-beta with s = k + x^2 @ band, `chunk` rows of pixels at a time, s in fp32 (float64
+    for float64 input) and kept in `sums` if given."""
+    compute = torch.promote_types(pixels.dtype, torch.float32)
+    band, bias = band.to(compute), bias.to(compute)
+    out = torch.empty_like(pixels)
+    for i in range(0, len(pixels), chunk):
+        p = pixels[i:i + chunk]
+        s = torch.addmm(bias, p.to(compute).square(), band)
+        if sums is not None:
+            sums[i:i + chunk] = s
+        torch.mul(p, s.pow_(-beta).to(pixels.dtype), out=out[i:i + chunk])
+    return out
+
+
+class _ChunkedLRN(torch.autograd.Function):
+    """`_lrn_chunks` with a backward from the saved s, also chunked: dL/dx = g * s^-beta
+    - 2 beta x * ((g x s^-beta / s) @ band^T)."""
+
+    @staticmethod
+    def forward(ctx, pixels: torch.Tensor, band: torch.Tensor, bias: torch.Tensor, beta: float,
+                chunk: int) -> torch.Tensor:
+        compute = torch.promote_types(pixels.dtype, torch.float32)
+        sums = torch.empty(pixels.shape, dtype=compute, device=pixels.device)
+        out = _lrn_chunks(pixels, band, bias, beta, chunk, sums)
+        ctx.save_for_backward(pixels, sums, band.to(compute))
+        ctx.beta, ctx.chunk = beta, chunk
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        pixels, sums, band = ctx.saved_tensors
+        beta, chunk = ctx.beta, ctx.chunk
+        out = torch.empty_like(pixels)
+        band_t = band.t()
+        for i in range(0, len(pixels), chunk):
+            x, s = pixels[i:i + chunk].to(sums.dtype), sums[i:i + chunk]
+            g = grad[i:i + chunk].to(sums.dtype)
+            scale = s.pow(-beta)
+            t = torch.mm(g * x * scale / s, band_t)
+            out[i:i + chunk] = g * scale - (2 * beta) * x * t
+        return out, None, None, None, None
 
 
 def local_response_norm() -> LocalResponseNorm:
