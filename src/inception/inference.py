@@ -52,11 +52,13 @@ class FusedInception(nn.Module):
         first = [module.branch1, module.branch2[0], module.branch3[0]]
         convs = [b.conv for b in first]
         self.splits = [c.out_channels for c in convs]
-        fused = nn.Conv2d(convs[0].in_channels, sum(self.splits), 1, bias=True)
+        device = convs[0].weight.device
+        fused = nn.Conv2d(convs[0].in_channels, sum(self.splits), 1, bias=True, device=device)
         with torch.no_grad():
             fused.weight.copy_(torch.cat([c.weight for c in convs]))
             fused.bias.copy_(torch.cat([c.bias if c.bias is not None
-                                        else torch.zeros(c.out_channels) for c in convs]))
+                                        else torch.zeros(c.out_channels, device=device)
+                                        for c in convs]))
         self.reduce = fused
         self.branch2, self.branch3 = module.branch2[1], module.branch3[1]
         self.branch4 = module.branch4
@@ -72,11 +74,12 @@ class ConvLRN(nn.Module):
     rsqrt(s) * sqrt(rsqrt(s)) when beta is 3/4 (Caffe's), which ONNX Runtime computes faster
     than `Pow`."""
 
-    def __init__(self, lrn: LocalResponseNorm, channels: int) -> None:
+    def __init__(self, lrn: LocalResponseNorm, channels: int,
+                 device: torch.device | None = None) -> None:
         super().__init__()
         self.beta = lrn.beta
-        band = lrn.band(channels)  # [input channel, output channel]
-        self.window = nn.Conv2d(channels, channels, 1)
+        band = lrn.band(channels, device)  # [input channel, output channel]
+        self.window = nn.Conv2d(channels, channels, 1, device=device)
         with torch.no_grad():
             self.window.weight.copy_(band.t().reshape(channels, channels, 1, 1))
             self.window.bias.fill_(lrn.k)
@@ -138,13 +141,14 @@ def _replace_lrn(net: GoogLeNet) -> None:
         lambda module, args: channels.__setitem__(module, args[0].shape[1]))
         for m in net.modules() if isinstance(m, LocalResponseNorm)]
     size = net.config.image_size
-    net(torch.zeros(1, net.config.in_chans, size, size))
+    device = next(net.parameters()).device
+    net(torch.zeros(1, net.config.in_chans, size, size, device=device))
     for h in hooks:
         h.remove()
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if child in channels:
-                setattr(parent, name, ConvLRN(child, channels[child]))
+                setattr(parent, name, ConvLRN(child, channels[child], device))
 
 
 @torch.no_grad()

@@ -136,7 +136,10 @@ def folder_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[
 class BatchAugment:
     """Batch-wise augmentation of a uint8 N x C x H x W tensor, all samples at once (airbench's
     approach): a random translation by up to `translate` pixels (zero padding), a horizontal flip
-    with probability 1/2, and optionally random erasing of one box per image."""
+    with probability 1/2, and optionally random erasing of one box per image.
+
+    The tensor may live on any device (on a GPU the augmentation runs there); the random numbers
+    are drawn from `generator` on the CPU, so the result does not depend on the device."""
 
     def __init__(self, translate: int = 2, flip: bool = True, erase_p: float = 0.0,
                  erase_area: tuple[float, float] = (0.02, 0.25)) -> None:
@@ -145,17 +148,18 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
+        dev = x.device
         if self.translate:
             p = self.translate
             padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator)
-            rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # N x 1 x H x 1
-            cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # N x 1 x 1 x W
+            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+            rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # N x 1 x H x 1
+            cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # N x 1 x 1 x W
             x = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * p)).gather(
                 3, cols.expand(n, x.shape[1], h, w))
         if self.flip:
-            flip = torch.rand(n, generator=generator) < 0.5
+            flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.erase_p > 0:
             area = torch.empty(n).uniform_(*self.erase_area, generator=generator) * h * w
@@ -164,10 +168,11 @@ class BatchAugment:
             ew = (area / log_r.exp()).sqrt().round().clamp(1, w).long()
             y0 = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
             x0 = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
-            ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+            apply = torch.rand(n, generator=generator) < self.erase_p
+            eh, ew, y0, x0, apply = (t.to(dev) for t in (eh, ew, y0, x0, apply))
+            ys, xs = torch.arange(h, device=dev)[None, :], torch.arange(w, device=dev)[None, :]
             inside = (((ys >= y0[:, None]) & (ys < (y0 + eh)[:, None]))[:, :, None]
                       & ((xs >= x0[:, None]) & (xs < (x0 + ew)[:, None]))[:, None, :])
-            apply = torch.rand(n, generator=generator) < self.erase_p
             mask = (inside & apply[:, None, None])[:, None]
             x = x.masked_fill(mask, 0)
         return x
