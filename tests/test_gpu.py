@@ -39,7 +39,7 @@ def test_optimize_for_inference_on_the_gpu(config):
 
 def test_lrn_gradients_on_the_gpu_equal_the_cpu():
     torch.manual_seed(0)
-    model = googlenet(GoogLeNetConfig(image_size=96, width=0.25))
+    model = googlenet(GoogLeNetConfig(image_size=96, width=0.25)).eval()  # no dropout
     x = torch.randn(2, 3, 96, 96)
     model(x).square().sum().backward()
     cpu = [p.grad.clone() for p in model.parameters()]
