@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import inception
-from inception.bench import median_rates
+from inception.bench import median_rates, save_onnx
 from inception.modules import LocalResponseNorm, local_response_norm
 
 
@@ -99,11 +99,7 @@ def onnx_rates(batch: int, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, model) in enumerate(variants.items()):
             path = Path(tmp) / f"{i}.onnx"
-            program = torch.onnx.export(model, (x[:2],), dynamo=True, verbose=False,
-                                        input_names=["x"], external_data=False,
-                                        dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-            program.save(str(path), external_data=False)
-            session = onnx_session(path)
+            session = onnx_session(save_onnx(model, x, path))
             paths[name] = lambda s=session: s.run(None, {"x": x.numpy()})
         return median_rates(paths, batch, repeats)
 

@@ -31,17 +31,9 @@ import torch
 import torchvision
 
 import inception
-from inception.bench import median_rates
+from inception.bench import median_rates, save_onnx
 from inception.export import onnx_session, quantize_int8
 from inception.inference import InferenceGoogLeNet, optimize_for_inference
-
-
-def save(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
-    program = torch.onnx.export(model.eval(), (x[:2],), dynamo=True, verbose=False,
-                                input_names=["x"], external_data=False, report=False,
-                                dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-    program.save(str(path), external_data=False)
-    return path
 
 
 def optimised_ops(path: Path, threads: int) -> collections.Counter:
@@ -86,8 +78,8 @@ def main() -> None:
             with torch.no_grad():
                 diff = (graph(x[:4]) - reference).abs().max().item()
             assert diff < 1e-4, (name, diff)
-            files[name + " fp32"] = save(graph, x, Path(tmp) / f"p{i}.onnx")
-        files["torchvision fp32"] = save(tv, x, Path(tmp) / "tv.onnx")
+            files[name + " fp32"] = save_onnx(graph, x, Path(tmp) / f"p{i}.onnx")
+        files["torchvision fp32"] = save_onnx(tv, x, Path(tmp) / "tv.onnx")
         for name in ("paper variant, export graph", "torchvision"):
             fp32 = files[name + " fp32"]
             for unsigned, kind in ((False, "int8 S8S8"), (True, "int8 U8S8")):

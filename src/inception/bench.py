@@ -79,6 +79,16 @@ def _autocast(enabled: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
+def save_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
+    """`model` exported to `path` with `torch.onnx.export` (dynamo), input "x" with a dynamic
+    batch, traced on the first two images of `x`."""
+    program = torch.onnx.export(model.eval(), (x[:2],), dynamo=True, verbose=False,
+                                input_names=["x"], external_data=False,
+                                dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
+    program.save(str(path), external_data=False)
+    return path
+
+
 def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path
                 ) -> dict[str, Callable[[], Any]]:
     """ORT fp32 and static INT8 sessions for each model, exported with torch.onnx (dynamo)."""
@@ -89,11 +99,7 @@ def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path
     xn = x.numpy()
     for name, model in models.items():
         fp32, int8 = tmp / f"{name}-fp32.onnx", tmp / f"{name}-int8.onnx"
-        program = torch.onnx.export(model.eval(), (x[:2],), dynamo=True, verbose=False,
-                                    input_names=["x"],
-                                    dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-                                    external_data=False)
-        program.save(str(fp32), external_data=False)
+        save_onnx(model, x, fp32)
         s8 = tmp / f"{name}-s8s8.onnx"
         quantize_int8(fp32, int8, calibration, input_name="x")
         quantize_int8(fp32, s8, calibration, input_name="x", unsigned_activations=False)
