@@ -8,9 +8,9 @@ Expected result and cost (`benchmarks/fashion_mnist.py --runs 3`, this project's
 machine, 2 threads): test top-1 93.76% median of 3 seeds, 12.6 minutes (median) per run end to end
 (BENCHMARKS.md has the table). Smoke variant: `inception train --subset 2048 --epochs 1`.
 
-`long_recipe` (`inception train --recipe fashion-mnist-long`): width 0.5 for 40 epochs. Expected
-result and cost (one run, seed 0, same machine): test top-1 95.42% (95.59% with
-`inception eval RUN --crops 10`, the image and its mirror), about 2.1 hours of training
+`long_recipe` (`inception train --recipe fashion-mnist-long`): width 0.5 for 45 epochs. Expected
+result and cost (one run, seed 0, same machine, 2 threads): test top-1 95.50% (95.56% with
+`inception eval RUN --crops 10`, the image and its mirror), 2.4 hours end to end
 (BENCHMARKS.md, "The longer recipe").
 """
 
@@ -52,6 +52,10 @@ def recipe() -> TrainConfig:
 
 
 def long_recipe() -> TrainConfig:
-    """Longer and wider, for the best accuracy this model reaches on Fashion-MNIST."""
-    return recipe().replace(recipe="fashion-mnist-long", width=0.5, epochs=40, erase_p=0.5,
-                            ema_decay=0.9995)
+    """Longer and wider, for the best accuracy this model reaches on Fashion-MNIST.
+
+    The EMA's half-life (~690 steps, 3 of the 45 epochs) is shorter than with 0.9995: with that,
+    the average still lagged the weights when the one-cycle learning rate had reached ~0.
+    """
+    return recipe().replace(recipe="fashion-mnist-long", width=0.5, epochs=45, erase_p=0.5,
+                            ema_decay=0.999)
