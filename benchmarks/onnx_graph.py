@@ -65,9 +65,10 @@ def main() -> None:
 
     fused_net = optimize_for_inference(paper).net.to(memory_format=torch.contiguous_format)
     graphs = {
-        "paper variant, fused": InferenceGoogLeNet(fused_net, torch.float32, stem_chunk=None),
+        "paper variant, fused": InferenceGoogLeNet(fused_net, torch.float32, stem_chunk=None,
+                                                   cast=False),
         "paper variant, unfused": InferenceGoogLeNet(copy.deepcopy(paper), torch.float32,
-                                                     stem_chunk=None),
+                                                     stem_chunk=None, cast=False),
         "paper variant, export graph": optimize_for_inference(paper, export=True),
     }
     with torch.no_grad():

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +19,10 @@ def _deterministic_threads():
 
 @pytest.fixture(scope="session")
 def fashion_mnist():
-    """(train, test) from Debian's dataset-fashion-mnist; never downloads."""
+    """(train, test) from $INCEPTION_DATA_DIR (scripts/gpu-check.sh sets it) or Debian's
+    dataset-fashion-mnist; never downloads."""
     try:
-        return data_lib.fashion_mnist(download=False)
+        return data_lib.fashion_mnist(os.environ.get("INCEPTION_DATA_DIR"), download=False)
     except data_lib.DataError:
         pytest.skip("dataset-fashion-mnist is not installed (CI installs it)")
 
@@ -70,7 +72,8 @@ def fashion_run(tmp_path_factory, fashion_mnist):
 
     cfg = get_recipe("fashion-mnist").replace(width=0.25, subset=2048, epochs=2, batch_size=64,
                                               workers=0)
-    return train(cfg, out=tmp_path_factory.mktemp("runs") / "fashion", progress=False).run_dir
+    return train(cfg, out=tmp_path_factory.mktemp("runs") / "fashion", progress=False,
+                 data_dir=os.environ.get("INCEPTION_DATA_DIR"), device="cpu").run_dir
 
 
 @pytest.fixture(scope="session")
@@ -82,4 +85,4 @@ def folder_run(tmp_path_factory, image_folder):
     cfg = get_recipe("fashion-mnist").replace(width=0.25, epochs=2, batch_size=16, workers=0,
                                               augment="folder", in_chans=3, image_size=32)
     return train(cfg, str(image_folder), out=tmp_path_factory.mktemp("runs") / "folder",
-                 progress=False).run_dir
+                 progress=False, device="cpu").run_dir

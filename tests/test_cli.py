@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from inception.cli import main
 
@@ -52,6 +53,16 @@ def test_bad_input_is_one_line_without_traceback(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+@pytest.mark.parametrize("command", [["train"], ["eval", "runs/x"], ["predict", "runs/x", "a.png"],
+                                     ["bench"]])
+def test_device_cuda_without_a_gpu_is_one_line(command, capsys):
+    assert main([*command, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"inception {command[0]}: error: --device cuda: no CUDA device is "
+                           "available; use --device cpu")
 
 
 def test_python_dash_m_entry_point():

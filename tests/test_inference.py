@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from inception import GoogLeNetConfig, googlenet
-from inception.inference import ConvLRN, FusedInception, optimize_for_inference
+from inception.inference import ConvLRN, FusedInception, MaxPool3x3, optimize_for_inference
 from inception.modules import LRN_ALPHA, LRN_BETA, LRN_K, LRN_SIZE, LocalResponseNorm
 
 CONFIGS = {
@@ -84,6 +84,28 @@ def test_bf16_outputs_within_bf16_tolerance(name):
     assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
 
 
+@pytest.mark.parametrize("name", ["paper", "small-bn"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_gpu_arrangement_equals_the_model(name, dtype):
+    """The form built for a GPU (`device="cuda"`, here run on the CPU): BN folded, dropout and
+    aux heads gone, none of the CPU rewrites, the same outputs."""
+    config = CONFIGS[name]
+    model = _trained_like(config)
+    gpu_form = optimize_for_inference(model, dtype=dtype, device="cuda")
+    cpu_form = optimize_for_inference(model, dtype=dtype)
+    assert gpu_form.stem_chunk is None and cpu_form.stem_chunk == 2
+    assert not any(isinstance(m, FusedInception | MaxPool3x3 | nn.BatchNorm2d | nn.Dropout)
+                   for m in gpu_form.modules())
+    if config.module == "reduced":
+        assert any(isinstance(m, FusedInception) for m in cpu_form.modules())
+    x = torch.randn(3, config.in_chans, config.image_size, config.image_size)
+    with torch.no_grad():
+        ref, got = model(x), gpu_form(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05
+    assert (got - ref).abs().max() <= tolerance * ref.abs().max()
+
+
 def test_bad_dtype():
     with pytest.raises(ValueError, match="dtype"):
         optimize_for_inference(googlenet(image_size=96), dtype=torch.float16)
@@ -137,6 +159,7 @@ def test_bench_reports_every_path(capsys):
     assert "train torchvision fp32 NCHW" in names
     assert all(r["img_s"] > 0 for r in report["rows"])
     assert report["peak_gflops"]["bf16"] > 0
+    assert report["device"].startswith("CPU")
 
 
 def test_chunked_lrn_gradcheck():

@@ -154,19 +154,24 @@ def test_unwritable_or_full_out_is_refused_before_training(tmp_path, fashion_mni
         train(cfg, out=tmp_path / "full", progress=False)
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist, monkeypatch):
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist, monkeypatch,
+                                                         sync_every):
+    """Also when the loss is read only every 3 steps (as on a GPU): the checkpoint due at step 6
+    reads steps 5-6 first, finds the NaN of step 5 and never saves the poisoned weights."""
     from inception import training
 
     cfg = get_recipe("fashion-mnist").replace(subset=256, batch_size=64, width=0.25, epochs=3,
                                               workers=0)
     out = tmp_path / "run"
-    assert train(cfg, out=out, progress=False, stop_after=1) is None
+    assert train(cfg, out=out, progress=False, stop_after=1) is None  # 4 steps an epoch
     before = (out / "checkpoints" / "last.pt").read_bytes()
     real = training.googlenet_loss
     monkeypatch.setattr(training, "googlenet_loss",
                         lambda *a, **k: real(*a, **k) * float("nan"))
-    with pytest.raises(RunError, match="the loss became nan"):
-        train(cfg, out=out, progress=False, resume=True)
+    with pytest.raises(RunError, match="the loss became nan at step 5;"):
+        train(cfg, out=out, progress=False, resume=True, checkpoint_every=2,
+              sync_every=sync_every)
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 

@@ -157,3 +157,20 @@ def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, fashion_mnist):
     a, b = _metrics(full.run_dir), _metrics(resumed.run_dir)
     assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
            [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("averaging", ["ema", "polyak"])
+def test_reading_the_loss_less_often_changes_nothing(tmp_path, fashion_mnist, averaging):
+    """`sync_every` (how often the loop reads from the device) and the checkpoint interval
+    change when things are read and saved, never what is computed: the same model, byte for
+    byte, and the same metrics."""
+    cfg = _small(subset=512, averaging=averaging, average_start=0.25)
+    every = train(cfg, out=tmp_path / "every", progress=False, sync_every=1)
+    rarely = train(cfg, out=tmp_path / "rarely", progress=False, sync_every=3,
+                   checkpoint_every=5)
+    a, b = _metrics(every.run_dir), _metrics(rarely.run_dir)
+    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
+           [{k: v for k, v in r.items() if k not in TIMING} for r in b]
+    assert (every.run_dir / "model.safetensors").read_bytes() == \
+           (rarely.run_dir / "model.safetensors").read_bytes()

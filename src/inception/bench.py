@@ -1,21 +1,21 @@
 """`inception bench`: our inference and training paths beside what a user would otherwise pick
-(torchvision's `googlenet` in eager PyTorch and in ONNX Runtime), in one process.
+(torchvision's `googlenet` in eager PyTorch and in ONNX Runtime), in one process, on the CPU or
+a CUDA GPU (`--device`).
 
-Every path runs one batch per call. The paths are alternated for `repeats` rounds after a warm-up
-and each one's median is reported, so that the machine's noise hits all of them alike. The
-machine's peak is one large convolution (256 -> 256 channels, 3x3, 28x28, the batch size) per
-dtype; each path's fraction of it is its multiply-adds x 2 x images/s over that peak.
+Every path runs one batch per call (on a GPU, each call ends with a device synchronisation). The
+paths are alternated for `repeats` rounds after a warm-up and each one's median is reported, so
+that the machine's noise hits all of them alike. The machine's peak is measured in the same run:
+on the CPU one large convolution (256 -> 256 channels, 3x3, 28x28, the batch size) per dtype, on
+a GPU one large matmul (8192^3) per dtype, fp32 with TF32 allowed as cuDNN's convolutions allow
+it by default. Each path's fraction of it is its multiply-adds x 2 x images/s over that peak.
 
-The ONNX Runtime INT8 rows quantize statically (QDQ, per-channel) after `quant_pre_process`,
-calibrated on random images: they measure speed only (accuracy: `inception export --int8`).
-`int8` is what `inception export --int8` writes (unsigned activations, U8S8); `int8 S8S8` is
-`quantize_static`'s default (signed activations), the form the performance issue quotes for
-torchvision.
+The ONNX Runtime rows (CPU only: the installed onnxruntime runs on the CPU) quantize statically
+(QDQ, per-channel) after `quant_pre_process`, calibrated on random images: they measure speed
+only (accuracy: `inception export --int8`). `int8` is what `inception export --int8` writes
+(unsigned activations, U8S8); `int8 S8S8` is `quantize_static`'s default (signed activations),
+the form the performance issue quotes for torchvision.
 """
 
-from __future__ import annotations
-
-import contextlib
 import statistics
 import tempfile
 import time
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from inception.config import GoogLeNetConfig
 from inception.cost import table1_cost
+from inception.devices import autocast, synchronize
 from inception.model import GoogLeNet, googlenet_loss
 
 
@@ -42,23 +43,35 @@ class Row:
 
 
 def median_rates(paths: dict[str, Callable[[], Any]], batch: int, repeats: int,
-                 warmup: int = 1) -> dict[str, float]:
-    """images/s of each path, alternated, median over `repeats` rounds."""
+                 warmup: int = 1, device: torch.device | None = None) -> dict[str, float]:
+    """images/s of each path, alternated, median over `repeats` rounds. On a GPU each call is
+    followed by a synchronisation, so that its time is the work's and not the launch's."""
+    device = device or torch.device("cpu")
+
+    def call(fn: Callable[[], Any]) -> None:
+        fn()
+        synchronize(device)
+
     for fn in paths.values():
         for _ in range(warmup):
-            fn()
+            call(fn)
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(repeats):
         for name, fn in paths.items():
             t = time.perf_counter()
-            fn()
+            call(fn)
             times[name].append(time.perf_counter() - t)
     return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 @torch.no_grad()
-def measure_peak(batch: int, repeats: int) -> dict[str, float]:
-    """GFLOP/s of one large 3x3 convolution in fp32 and bf16, channels_last."""
+def measure_peak(batch: int, repeats: int, device: torch.device | None = None
+                 ) -> dict[str, float]:
+    """GFLOP/s in fp32 and bf16 of one large 3x3 convolution (CPU, channels_last) or one large
+    matmul (GPU; fp32 with TF32 allowed)."""
+    device = device or torch.device("cpu")
+    if device.type == "cuda":
+        return _gpu_peak(repeats, device)
     out = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         x = torch.randn(batch, 256, 28, 28).to(dtype).contiguous(memory_format=torch.channels_last)
@@ -68,15 +81,26 @@ def measure_peak(batch: int, repeats: int) -> dict[str, float]:
     return out
 
 
+def _gpu_peak(repeats: int, device: torch.device, n: int = 8192) -> dict[str, float]:
+    out = {}
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            rate = median_rates({name: lambda a=a, b=b: a @ b}, 1, max(repeats, 5), 2, device)
+            out[name] = rate[name] * 2 * n**3 / 1e9
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    return out
+
+
 def _torchvision(aux: bool, image_size: int) -> torch.nn.Module:
     import torchvision
 
     torch.manual_seed(0)
     return torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=True)
-
-
-def _autocast(enabled: bool):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def save_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
@@ -110,120 +134,163 @@ def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path
     return paths
 
 
+def _macs(name: str, image_size: int) -> int:
+    """Forward multiply-adds per image of the model a row's name names."""
+    preset = (GoogLeNetConfig.torchvision(image_size=image_size) if "torchvision" in name
+              else GoogLeNetConfig(image_size=image_size))
+    return table1_cost(preset).total_ops
+
+
+def _paper(image_size: int, aux: bool, layout: str = "paper") -> GoogLeNet:
+    torch.manual_seed(0)
+    base = GoogLeNetConfig.torchvision() if layout == "torchvision" else GoogLeNetConfig()
+    return GoogLeNet(base.replace(image_size=image_size, aux_logits=aux))
+
+
 def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
-                   compile: bool = False) -> list[Row]:
+                   compile: bool = False, device: torch.device | None = None) -> list[Row]:
     """Every inference path at `batch` x 3 x `image_size`^2: torchvision's and ours."""
     from inception.inference import optimize_for_inference
 
-    tv = _torchvision(False, image_size).eval()
-    tv_cl = _torchvision(False, image_size).eval().to(memory_format=torch.channels_last)
-    torch.manual_seed(0)
-    paper = GoogLeNet(GoogLeNetConfig(image_size=image_size, aux_logits=False)).eval()
-    paper_cl = GoogLeNet(GoogLeNetConfig(image_size=image_size, aux_logits=False)).eval()
-    paper_cl = paper_cl.to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, image_size, image_size)
-    xc = x.contiguous(memory_format=torch.channels_last)
-    ours32 = optimize_for_inference(paper)
-    ours16 = optimize_for_inference(paper, dtype=torch.bfloat16)
+    device = device or torch.device("cpu")
+    gpu = device.type == "cuda"
+    cl = torch.channels_last
+    tv = _torchvision(False, image_size).eval().to(device)
+    tv_cl = _torchvision(False, image_size).eval().to(device, memory_format=cl)
+    paper = _paper(image_size, False).eval().to(device)
+    paper_cl = _paper(image_size, False).eval().to(device, memory_format=cl)
+    x = torch.randn(batch, 3, image_size, image_size).to(device)
+    xc = x.contiguous(memory_format=cl)
 
     def eager(model, inp, bf16=False):
-        def run():
-            with torch.no_grad(), _autocast(bf16):
+        def call():
+            with torch.no_grad(), autocast(device, bf16):
                 model(inp)
-        return run
+        return call
 
-    paths = {
-        "torchvision eager fp32 NCHW": eager(tv, x),
+    paths = {}
+    if not gpu:
+        paths["torchvision eager fp32 NCHW"] = eager(tv, x)
+    paths.update({
         "torchvision eager fp32 channels_last": eager(tv_cl, xc),
         "torchvision eager bf16 autocast channels_last": eager(tv_cl, xc, True),
         "paper variant eager fp32 channels_last": eager(paper_cl, xc),
         "paper variant eager bf16 autocast channels_last": eager(paper_cl, xc, True),
-        "paper variant optimize_for_inference fp32": eager(ours32, x),
-        "paper variant optimize_for_inference bf16": eager(ours16, x),
-    }
+        "paper variant optimize_for_inference fp32": eager(optimize_for_inference(paper), x),
+        "paper variant optimize_for_inference bf16": eager(
+            optimize_for_inference(paper, dtype=torch.bfloat16), x),
+    })
+    if gpu:
+        tv_layout = _paper(image_size, False, "torchvision").eval().to(device)
+        paths["torchvision layout (ours) optimize_for_inference bf16"] = eager(
+            optimize_for_inference(tv_layout, dtype=torch.bfloat16), x)
     if compile:
+        if gpu:
+            paths["torchvision bf16 autocast channels_last + torch.compile"] = eager(
+                torch.compile(tv_cl), xc, True)
         c16 = optimize_for_inference(paper, dtype=torch.bfloat16, compile=True)
         paths["paper variant optimize_for_inference bf16 + torch.compile"] = eager(c16, x)
     with tempfile.TemporaryDirectory() as tmp:
-        if onnx:
+        if onnx and not gpu:
             export = optimize_for_inference(paper, export=True)
             paths.update(_onnx_paths({"torchvision": tv, "paper variant (export graph)": export}, x,
                                      Path(tmp)))
-        rates = median_rates(paths, batch, repeats)
-    tv_macs = table1_cost(GoogLeNetConfig.torchvision(image_size=image_size)).total_ops
-    paper_macs = table1_cost(GoogLeNetConfig(image_size=image_size)).total_ops
+        rates = median_rates(paths, batch, repeats, device=device)
     rows = []
     for name, rate in rates.items():
         dtype = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
-        rows.append(Row(name, rate, dtype, tv_macs if name.startswith("torchvision")
-                        else paper_macs))
+        rows.append(Row(name, rate, dtype, _macs(name, image_size)))
     return rows
 
 
-def training_rows(batch: int, image_size: int, repeats: int) -> list[Row]:
+def training_rows(batch: int, image_size: int, repeats: int, compile: bool = False,
+                  device: torch.device | None = None) -> list[Row]:
     """One SGD step with aux heads (forward, the 0.3-weighted loss, backward, update)."""
-    x = torch.randn(batch, 3, image_size, image_size)
-    y = torch.randint(0, 1000, (batch,))
+    device = device or torch.device("cpu")
+    gpu = device.type == "cuda"
+    x = torch.randn(batch, 3, image_size, image_size).to(device)
+    y = torch.randint(0, 1000, (batch,)).to(device)
 
-    def step(model, channels_last: bool, bf16: bool, ours: bool):
+    def step(model, channels_last: bool, bf16: bool, ours: bool, compiled: bool = False):
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        model = model.train().to(memory_format=fmt)
+        model = model.train().to(device, memory_format=fmt)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         inp = x.contiguous(memory_format=fmt)
+        forward = model.forward_aux if ours else model
+        if compiled:
+            forward = torch.compile(forward)
 
-        def run():
-            with _autocast(bf16):
+        def call():
+            with autocast(device, bf16):
                 if ours:
-                    loss = googlenet_loss(model.forward_aux(inp), y)
+                    loss = googlenet_loss(forward(inp), y)
                 else:
-                    out = model(inp)
+                    out = forward(inp)
                     loss = F.cross_entropy(out.logits, y) + 0.3 * (
                         F.cross_entropy(out.aux_logits1, y) + F.cross_entropy(out.aux_logits2, y))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return run
+        return call
 
-    def paper() -> GoogLeNet:
-        torch.manual_seed(0)
-        return GoogLeNet(GoogLeNetConfig(image_size=image_size))
-
-    paths = {
-        "train torchvision fp32 NCHW": step(_torchvision(True, image_size), False, False, False),
+    paths = {}
+    if not gpu:
+        paths["train torchvision fp32 NCHW"] = step(_torchvision(True, image_size), False, False,
+                                                    False)
+    paths.update({
         "train torchvision fp32 channels_last": step(_torchvision(True, image_size), True, False,
                                                      False),
         "train torchvision bf16 autocast channels_last": step(_torchvision(True, image_size),
                                                               True, True, False),
-        "train paper variant fp32 channels_last": step(paper(), True, False, True),
-        "train paper variant bf16 autocast channels_last": step(paper(), True, True, True),
-    }
-    rates = median_rates(paths, batch, repeats)
-    tv_macs = table1_cost(GoogLeNetConfig.torchvision(image_size=image_size)).total_ops
-    paper_macs = table1_cost(GoogLeNetConfig(image_size=image_size)).total_ops
+        "train paper variant fp32 channels_last": step(_paper(image_size, True), True, False,
+                                                       True),
+        "train paper variant bf16 autocast channels_last": step(_paper(image_size, True), True,
+                                                                True, True),
+    })
+    if gpu:
+        paths["train torchvision layout (ours) bf16 autocast channels_last"] = step(
+            _paper(image_size, True, "torchvision"), True, True, True)
+        if compile:
+            paths["train torchvision bf16 autocast channels_last + torch.compile"] = step(
+                _torchvision(True, image_size), True, True, False, compiled=True)
+            paths["train paper variant bf16 autocast channels_last + torch.compile"] = step(
+                _paper(image_size, True), True, True, True, compiled=True)
+    rates = median_rates(paths, batch, repeats, device=device)
     return [Row(name, rate, "bf16" if "bf16" in name else "fp32",
-                3 * (tv_macs if "torchvision" in name else paper_macs))
-            for name, rate in rates.items()]
+                3 * _macs(name, image_size)) for name, rate in rates.items()]
 
 
 def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = False,
-        onnx: bool = True, compile: bool = False) -> dict[str, Any]:
-    peak = measure_peak(batch, repeats)
-    rows = inference_rows(batch, image_size, repeats, onnx, compile)
+        onnx: bool = True, compile: bool = False, device: torch.device | None = None
+        ) -> dict[str, Any]:
+    device = device or torch.device("cpu")
+    peak = measure_peak(batch, repeats, device)
+    rows = inference_rows(batch, image_size, repeats, onnx, compile, device)
     if train:
-        rows += training_rows(batch, image_size, repeats)
+        rows += training_rows(batch, image_size, repeats, compile, device)
     for r in rows:
         if r.dtype in peak:
             r.peak_fraction = 2 * r.macs * r.img_s / 1e9 / peak[r.dtype]
     return {"batch": batch, "image_size": image_size, "repeats": repeats,
-            "threads": torch.get_num_threads(), "peak_gflops": peak,
-            "rows": [asdict(r) for r in rows]}
+            "device": describe(device), "threads": torch.get_num_threads(),
+            "peak_gflops": peak, "rows": [asdict(r) for r in rows]}
+
+
+def describe(device: torch.device) -> str:
+    """The device in words, with torch's version: what a benchmark figure was measured on."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU (torch {torch.__version__})"
 
 
 def format_report(report: dict[str, Any]) -> str:
     peak = report["peak_gflops"]
-    lines = [f"batch {report['batch']}, {report['image_size']}x{report['image_size']}, "
+    device = report.get("device", "CPU")
+    what = ("one 8192^3 matmul, fp32 with TF32" if not device.startswith("CPU")
+            else "one 256->256 3x3 convolution")
+    lines = [f"{device}, batch {report['batch']}, {report['image_size']}x{report['image_size']}, "
              f"{report['threads']} threads, median of {report['repeats']} alternating rounds",
-             f"machine peak (one 256->256 3x3 convolution): fp32 {peak['fp32']:.0f} GFLOP/s, "
+             f"machine peak ({what}): fp32 {peak['fp32']:.0f} GFLOP/s, "
              f"bf16 {peak['bf16']:.0f} GFLOP/s",
              "",
              "| path | img/s | multiply-adds/img | fraction of the dtype's peak |",

@@ -18,6 +18,7 @@ from inception.config import (
     config_from_arguments,
     given_arguments,
 )
+from inception.devices import DEVICE_CHOICES
 
 
 class UsageError(Exception):
@@ -107,11 +108,13 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
 
 def _train(args: argparse.Namespace) -> int:
     from inception.data import DataError
+    from inception.devices import resolve_device
     from inception.training import Interrupted, RunError, train
     from inception.weights import WeightsError
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
+    resolve_device(args.device)  # refuse a missing GPU before anything is read or printed
     cfg, data = train_config_from_arguments(args)
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
@@ -123,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
         run = train(cfg, data, out=args.out, data_dir=args.data_dir, device=args.device,
                     resume=args.resume, progress=not args.no_progress,
                     stop_after=args.stop_after,
-                    checkpoint_every=args.checkpoint_every or None)
+                    checkpoint_every=args.checkpoint_every or None,
+                    sync_every=args.sync_every, compile=args.compile)
     except Interrupted as e:
         print(f"inception train: interrupted by {e}", file=sys.stderr)
         return 128 + e.signum
@@ -146,11 +150,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_models(paths: Sequence[str]):
+def _load_models(paths: Sequence[str], device: str = "cpu"):
+    """The models at `paths` on `--device` (resolved: `auto` is the GPU when there is one)."""
+    from inception.devices import resolve_device
     from inception.weights import WeightsError, load
 
+    dev = resolve_device(device)
     try:
-        return [load(p) for p in paths]
+        return [load(p, dev) for p in paths]
     except WeightsError as e:
         raise UsageError(str(e)) from e
 
@@ -159,7 +166,7 @@ def _eval(args: argparse.Namespace) -> int:
     from inception import evaluation
     from inception.data import DataError
 
-    models = _load_models([args.model, *(args.ensemble or [])])
+    models = _load_models([args.model, *(args.ensemble or [])], args.device)
     data = args.data or models[0].meta.get("data", "fashion-mnist")
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder with val/")
@@ -193,7 +200,7 @@ def _predict(args: argparse.Namespace) -> int:
     from inception import evaluation
     from inception.data import load_image
 
-    (model,) = _load_models([args.model])
+    (model,) = _load_models([args.model], args.device)
     to_tensor = v2.PILToTensor()
     mode = "L" if model.channels == 1 else "RGB"
     results = []
@@ -262,11 +269,14 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from inception import bench
+    from inception.devices import resolve_device
 
+    device = resolve_device(args.device)
     if not args.threads:
         torch.set_num_threads(2)
-    report = bench.run(args.batch_size, args.image_size, args.repeats, train=args.train,
-                       onnx=not args.no_onnx, compile=args.compile)
+    batch = args.batch_size or (256 if device.type == "cuda" else 32)
+    report = bench.run(batch, args.image_size, args.repeats, train=args.train,
+                       onnx=not args.no_onnx, compile=args.compile, device=device)
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 
@@ -310,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
     train.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
     train.add_argument("--data-dir", help="where Fashion-MNIST's IDX files are (or go)")
-    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     train.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: torch's choice)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -319,6 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
                        help="also checkpoint every STEPS optimizer steps, so that a killed run "
                             "loses at most that much (0: only at epoch ends; default 100)")
+    train.add_argument("--sync-every", type=int, default=None, metavar="STEPS",
+                       help="read the loss from the device every STEPS steps: NaN check, progress "
+                            "bar, SIGTERM poll (default: 1 on the CPU, 50 on a GPU)")
+    train.add_argument("--compile", action="store_true",
+                       help="run the training forward through torch.compile")
     add_config_arguments(train, TrainConfig, "training (defaults: the recipe)")
     add_config_arguments(train, GoogLeNetConfig, "model (defaults: the recipe)")
     train.set_defaults(func=_train)
@@ -371,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="inference (and training) speed beside torchvision's",
                         description="Our paths next to torchvision's googlenet in eager PyTorch "
                                     "and ONNX Runtime, alternated in one process, medians.")
-    be.add_argument("--batch-size", type=int, default=32)
+    be.add_argument("--batch-size", type=int, default=None,
+                    help="images per batch (default: 32 on the CPU, 256 on a GPU)")
     be.add_argument("--image-size", type=int, default=224)
     be.add_argument("--repeats", type=int, default=5, help="alternating rounds")
     be.add_argument("--train", action="store_true", help="also a training step with aux heads")
@@ -382,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (ev, pr):
         p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="arithmetic of the inference path (default fp32)")
+    for p in (train, ev, pr, be):
+        p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                       help="auto (default): the CUDA GPU when there is one, else the CPU")
     for p in (ev, pr, ex):
         p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     be.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")

@@ -20,6 +20,9 @@ ModuleForm = Literal["reduced", "naive"]
 AuxPool = Literal["5x5/3", "adaptive"]
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda")  # `--device` of every command (`inception.devices`)
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot build a model; the message names the field."""
 

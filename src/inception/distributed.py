@@ -36,6 +36,7 @@ class Context:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    group: bool = False  # a process group is set up (torchrun), even of one process
 
     @property
     def main(self) -> bool:
@@ -43,11 +44,13 @@ class Context:
 
     @property
     def active(self) -> bool:
-        return self.world > 1
+        """DDP, collectives and per-rank state are in use: under torchrun, whatever the number
+        of processes (one process takes the same code path as many, NCCL included)."""
+        return self.group or self.world > 1
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def setup(device_type: str) -> Context:
@@ -61,7 +64,7 @@ def setup(device_type: str) -> Context:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local)
-    return Context(dist.get_rank(), dist.get_world_size(), local)
+    return Context(dist.get_rank(), dist.get_world_size(), local, group=True)
 
 
 def teardown(ctx: Context) -> None:

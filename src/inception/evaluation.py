@@ -192,13 +192,15 @@ class _CropViews(Dataset):
 
 
 def view_batches(images: Dataset, models: Sequence[LoadedModel], crops: int, batch_size: int,
-                 workers: int = 0) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+                 workers: int = 0, device: torch.device | None = None
+                 ) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
     """(views per model, labels) batches. Images held in memory at one size are cropped a whole
-    batch at a time; image folders image by image in DataLoader workers."""
+    batch at a time, on `device` (default: the CPU); image folders image by image in DataLoader
+    workers, on the CPU."""
     if isinstance(images, _Images) and images.images is not None:
         for i in range(0, len(images), batch_size):
-            yield _views(images.images[i:i + batch_size], models, crops), \
-                images.labels[i:i + batch_size]
+            batch = images.images[i:i + batch_size].to(device or "cpu", non_blocking=True)
+            yield _views(batch, models, crops), images.labels[i:i + batch_size]
         return
     loader = DataLoader(_CropViews(images, models, crops), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate_skipping)
@@ -250,15 +252,16 @@ def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = N
 @torch.no_grad()
 def predict_probabilities(models: Sequence[LoadedModel], views: Sequence[torch.Tensor],
                           chunk: int = 256, precision: str = "fp32") -> torch.Tensor:
-    """Softmax averaged over crops and models. `views[k]` is N x crops x C x S x S for model k;
-    the network (its `optimize_for_inference` form in `precision`) sees at most `chunk` crops at
-    a time."""
+    """Softmax averaged over crops and models, on the CPU. `views[k]` is N x crops x C x S x S
+    for model k, on any device; the network (its `optimize_for_inference` form in `precision`,
+    on the model's device) sees at most `chunk` crops at a time."""
     total = None
     for m, v in zip(models, views, strict=True):
         n, k = v.shape[:2]
         net = m.runner(precision)
-        logits = torch.cat([net(c) for c in v.flatten(0, 1).split(chunk)])
-        probs = logits.float().softmax(dim=1).view(n, k, -1).mean(dim=1)
+        logits = torch.cat([net(c.to(m.device, non_blocking=True))
+                            for c in v.flatten(0, 1).split(chunk)])
+        probs = logits.float().softmax(dim=1).view(n, k, -1).mean(dim=1).cpu()
         total = probs if total is None else total + probs
     return total / len(models)
 
@@ -285,7 +288,8 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
 
         bar = tqdm(total=len(images), unit="img", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for views, labels in view_batches(images, models, crops, batch_size, workers):
+    for views, labels in view_batches(images, models, crops, batch_size, workers,
+                                      models[0].device):
         probs = predict_probabilities(models, views, precision=precision)
         k = min(5, num_classes)
         top5 += (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum().item()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from inception import data as data_lib
 from inception import distributed
 from inception.config import ConfigError, TrainConfig
+from inception.devices import autocast, resolve_device, to_device
 from inception.model import GoogLeNet, googlenet_loss
 from inception.transforms import (
     BatchAugment,
@@ -50,6 +52,7 @@ _SINGLE = distributed.Context()
 METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
                   "images_per_s")
 CHECKPOINT_FORMAT = 2  # 1: epoch-end checkpoints (still loaded); 2: any step
+GPU_SYNC_EVERY = 50  # steps between the loop's reads from a GPU (`train`'s `sync_every`)
 
 
 class RunError(RuntimeError):
@@ -128,14 +131,14 @@ def _tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConf
         if state is not None:
             g.set_state(state)
         stop = n - n % batch_size if drop_last else n
+        on_device = to_device(order, device)  # one copy per epoch, none per batch
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for i in range(start * batch_size, stop, batch_size):
-                idx = order[i:i + batch_size]
+                idx = on_device[i:i + batch_size]
                 # This rank's positions in the batch (the same split as `distributed.shard`).
                 mine = (torch.arange(len(idx), device=device).tensor_split(ctx.world)[ctx.rank]
                         if ctx.active else slice(None))
-                idx = idx.to(device)
                 if augment is not None:
                     x = augment(split.images[idx], g)[mine]
                 else:
@@ -303,28 +306,79 @@ def ema_multi_avg_fn(decay: float) -> Callable[[list, list, Any], None]:
     return update
 
 
-def make_average(model: nn.Module, cfg: TrainConfig) -> AveragedModel | None:
+def mean_multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor],
+                      n: int) -> None:
+    """The running mean of the iterates (Polyak & Juditsky): the n-th update moves the average
+    1/(n + 1) of the way to the weights. Integer buffers (BN's batch counter) are copied."""
+    with torch.no_grad():
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 / (n + 1))
+        else:
+            torch._foreach_copy_(averaged, current)
+
+
+class Average(AveragedModel):
+    """torch's `AveragedModel` (parameters and buffers), updated without reading the GPU.
+
+    torch's own `update_parameters` copies its step count to the parameters' device and the
+    averaging functions turn it back into a Python number: a host synchronisation every step,
+    which on a GPU stalls the queue of kernels. Here the count is a host integer (read once from
+    the `n_averaged` buffer, which is still kept for checkpoints) and each dtype group is updated
+    with the same fused foreach calls."""
+
+    def __init__(self, model: nn.Module, multi_avg_fn: Callable[[list, list, int], None]) -> None:
+        super().__init__(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
+        self._count: int | None = None
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
+                        assign: bool = False) -> Any:
+        self._count = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @torch.no_grad()
+    def update_parameters(self, model: nn.Module) -> None:
+        if self._count is None:
+            self._count = int(self.n_averaged)
+        mine = itertools.chain(self.module.parameters(), self.module.buffers())
+        theirs = itertools.chain(model.parameters(), model.buffers())
+        groups: dict[torch.dtype, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for a, c in zip(mine, theirs, strict=True):
+            averaged, current = groups.setdefault(a.dtype, ([], []))
+            averaged.append(a.detach())
+            current.append(c.detach())
+        for averaged, current in groups.values():
+            if self._count == 0:
+                torch._foreach_copy_(averaged, current)
+            else:
+                self.multi_avg_fn(averaged, current, self._count)
+        self.n_averaged += 1
+        self._count += 1
+
+
+def make_average(model: nn.Module, cfg: TrainConfig) -> Average | None:
     """The parameter average used for evaluation and for the final model: "Polyak averaging [13]
     was used to create the final model used at inference time." BN statistics are averaged too."""
     if cfg.averaging == "none":
         return None
-    multi_avg_fn = ema_multi_avg_fn(cfg.ema_decay) if cfg.averaging == "ema" else None
-    return AveragedModel(model, multi_avg_fn=multi_avg_fn, use_buffers=True)  # None: the mean
+    if cfg.averaging == "ema":
+        return Average(model, ema_multi_avg_fn(cfg.ema_decay))
+    return Average(model, mean_multi_avg_fn)
 
 
 # -- one epoch ------------------------------------------------------------------------------------
-
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
     x = x.to(device, non_blocking=True)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
+
+
+def host(t: torch.Tensor) -> torch.Tensor:
+    """`t` on the CPU. Every read from the device in the training loop and in `evaluate` goes
+    through here, so each call is a deliberate host synchronisation point (on a GPU, the host
+    waits for the queued kernels)."""
+    return t.cpu()
 
 
 @dataclass
@@ -343,6 +397,40 @@ class Position:
     wall_s: float = 0.0
 
 
+class LossMeter:
+    """This rank's loss sum and image count over an epoch. Each step's loss stays on its device
+    until `read`, which brings all the pending ones to the host in one transfer, checks them and
+    adds them up (in float64, in step order: the same sum as adding each step's loss at once)."""
+
+    def __init__(self, loss_sum: float = 0.0, seen: int = 0) -> None:
+        self.loss_sum, self.seen = loss_sum, seen
+        self.last = float("nan")
+        self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self._losses.append(loss.detach())
+        self._sizes.append(images)
+
+    def read(self, step: int) -> int:
+        """Add the pending losses to the totals and return how many there were. A non-finite
+        loss raises `RunError` naming its step (`step` is the last pending one's)."""
+        if not self._losses:
+            return 0
+        values = host(torch.stack(self._losses).double()).tolist()
+        first = step - len(values) + 1
+        for i, (value, images) in enumerate(zip(values, self._sizes, strict=True)):
+            if not math.isfinite(value):
+                raise RunError(f"the loss became {value} at step {first + i}; lower --lr or use "
+                               "--norm bn (the last checkpoint is kept)")
+            self.loss_sum += value * images
+            self.seen += images
+        self.last = values[-1]
+        self._losses.clear()
+        self._sizes.clear()
+        return len(values)
+
+
 class TrainForward(nn.Module):
     """The training forward pass as a module's `forward` (main and aux logits), which is what
     DDP wraps: DDP only synchronises gradients for calls that go through `forward`."""
@@ -357,39 +445,45 @@ class TrainForward(nn.Module):
 
 def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, cfg: TrainConfig,
-                    device: torch.device, average: AveragedModel | None, average_from: int,
-                    pos: Position, after_step: Callable[[Callable[[], None]], None] | None = None,
-                    progress=None, forward: nn.Module | None = None,
-                    ctx: distributed.Context = _SINGLE) -> None:
-    """The rest of an epoch from `pos`, updating `pos` as it goes. After each step,
-    `after_step(sync)` may checkpoint; `sync()` first brings `pos`'s loss sum, image count and
-    time up to date (summed over ranks under DDP; a device sync, so only when needed).
-    `forward` is `TrainForward(model)`, or its DDP wrapper."""
+                    device: torch.device, average: Average | None, average_from: int,
+                    pos: Position, after_step: Callable[[Callable[[], None], bool], None]
+                    | None = None, progress=None, forward: nn.Module | None = None,
+                    ctx: distributed.Context = _SINGLE, sync_every: int = 1) -> None:
+    """The rest of an epoch from `pos`, updating `pos` as it goes.
+
+    Nothing is read from the device between steps: every `sync_every` steps (a "poll") the
+    pending losses are read in one transfer, checked for NaN/inf (`RunError`) and shown on the
+    progress bar. After each step `after_step(sync, poll)` may checkpoint or stop; `sync()`
+    first reads the losses and brings `pos`'s loss sum, image count and time up to date (summed
+    over ranks under DDP). `forward` is `TrainForward(model)`, its DDP wrapper or its compiled
+    form."""
     forward = forward or TrainForward(model)
     model.train()
     # pos holds totals over all ranks; rank 0 carries them on, the others add from zero.
-    base_loss, base_seen = (pos.loss_sum, pos.seen) if ctx.main else (0.0, 0)
-    total = torch.tensor(base_loss, dtype=torch.float64)
-    seen = base_seen
+    meter = LossMeter(*((pos.loss_sum, pos.seen) if ctx.main else (0.0, 0)))
     t = time.perf_counter()
+
+    def read() -> None:
+        steps = meter.read(pos.step)
+        if progress is not None and steps:
+            progress.update(steps)
+            progress.set_postfix(loss=f"{meter.last:.3f}", refresh=False)
 
     def sync() -> None:
         nonlocal t
+        read()
         now = time.perf_counter()
-        pos.loss_sum, global_seen = distributed.all_reduce_sum(ctx, total.item(), seen)
+        pos.loss_sum, global_seen = distributed.all_reduce_sum(ctx, meter.loss_sum, meter.seen)
         pos.seen, pos.train_s, t = int(global_seen), pos.train_s + now - t, now
 
     for x, y in batches:
         x, y = _to_device(x, y, device, cfg.channels_last)
-        with _autocast(cfg, device):
+        with autocast(device, cfg.precision == "bf16"):
             out = forward(x)
             if model.aux:
                 loss = googlenet_loss(out, y, cfg.model.aux_weight, cfg.label_smoothing)
             else:
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
-        if not torch.isfinite(loss):
-            raise RunError(f"the loss became {loss.item()} at step {pos.step}; lower --lr or use "
-                           "--norm bn (the last checkpoint is kept)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -398,40 +492,50 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
         pos.batch += 1
         if average is not None and pos.step > average_from:
             average.update_parameters(model)
-        total += loss.detach().double() * len(y)
-        seen += len(y)
-        if progress is not None:
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        meter.add(loss, len(y))
+        poll = pos.step % sync_every == 0
+        if poll:
+            read()
         if after_step is not None:
-            after_step(sync)
+            after_step(sync, poll)
     sync()
 
 
 @torch.no_grad()
+def evaluation_sums(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """(loss sum, top-5 count, confusion counts C*C, images) over `batches`, the sums kept on
+    `device`: nothing is read from it until the caller does."""
+    model.eval()
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    top5 = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    k = min(5, num_classes)
+    for x, y in batches:
+        x, y = _to_device(x, y, device, cfg.channels_last)
+        with autocast(device, cfg.precision == "bf16"):
+            logits = model(x)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum()
+        # index_add_, not bincount: on a GPU bincount reads the largest label to size its output.
+        confusion.index_add_(0, y * num_classes + logits.argmax(dim=1), torch.ones_like(y))
+        n += len(y)
+    return loss_sum, top5, confusion, n
+
+
 def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
              device: torch.device, ctx: distributed.Context = _SINGLE) -> dict[str, Any]:
     """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class), summed over
     the ranks' shards under DDP."""
-    model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    total_loss, top5, n = 0.0, 0, 0
-    for x, y in batches:
-        x, y = _to_device(x, y, device, cfg.channels_last)
-        with _autocast(cfg, device):
-            logits = model(x)
-        logits = logits.float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        k = min(5, num_classes)
-        top5 += (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum().item()
-        pred = logits.argmax(dim=1)
-        confusion += torch.bincount((y * num_classes + pred).cpu(),
-                                    minlength=num_classes**2).view(num_classes, num_classes)
-        n += len(y)
+    loss_sum, top5, confusion, n = evaluation_sums(model, batches, num_classes, cfg, device)
+    confusion = host(confusion).view(num_classes, num_classes)
     distributed.all_reduce_tensor(ctx, confusion)
-    total_loss, top5, n = distributed.all_reduce_sum(ctx, total_loss, top5, n)
+    total_loss, top5_count, n = distributed.all_reduce_sum(
+        ctx, host(loss_sum).item(), host(top5).item(), n)
     top1 = confusion.diag().sum().item()
-    return {"loss": total_loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n,
+    return {"loss": total_loss / n, "top1": 100.0 * top1 / n, "top5": 100.0 * top5_count / n,
             "confusion": confusion}
 
 
@@ -552,14 +656,6 @@ class RunResult:
     plots: list[Path] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu")
-    return torch.device(name)
-
-
 def check_run_dir(out: Path, resume: bool) -> None:
     """Refuse to write into someone else's results, before anything is loaded or created."""
     if resume:
@@ -677,7 +773,8 @@ def _stop_on_signals() -> Iterator[_StopFlag]:
 def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None = None,
           data_dir: str | None = None, device: str = "auto", resume: bool = False,
           progress: bool = True, stop_after: int | None = None,
-          checkpoint_every: int | None = 100) -> RunResult | None:
+          checkpoint_every: int | None = 100, sync_every: int | None = None,
+          compile: bool = False) -> RunResult | None:
     """Train a GoogLeNet as `cfg` says and write the run directory. See the module docstring.
 
     A checkpoint is written before the first step, every `checkpoint_every` steps (None: only
@@ -685,6 +782,12 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     every random state, so `resume=True` continues from any of them exactly as if the run had
     not stopped. SIGINT/SIGTERM save one and raise `Interrupted`. `stop_after=N` ends the
     session after epoch N (time-sliced training); it returns None then.
+
+    The loop reads from the device only every `sync_every` steps (default: every step on the
+    CPU, where a read costs nothing, and every `GPU_SYNC_EVERY` on a GPU, where each read
+    stalls the kernel queue): the loss sum, the NaN check, the progress bar and the SIGINT/
+    SIGTERM poll happen then and at checkpoints; a NaN still stops the run before any
+    checkpoint holds it. `compile=True` runs the training forward through `torch.compile`.
 
     Under `torchrun` the processes train one model with DDP (`inception.distributed`):
     `cfg.batch_size` is the global batch and rank 0 writes the run directory.
@@ -694,8 +797,13 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     if ctx.active and dev.type == "cuda":
         dev = torch.device("cuda", ctx.local_rank)
     try:
+        if sync_every is None:
+            sync_every = 1 if dev.type == "cpu" else GPU_SYNC_EVERY
+        if sync_every < 1:
+            raise RunError(f"--sync-every {sync_every}: must be at least 1")
+        loop = Loop(checkpoint_every, sync_every, compile)
         return _train(cfg, data, out, data_dir, dev, resume, progress and ctx.main, stop_after,
-                      checkpoint_every, ctx)
+                      loop, ctx)
     finally:
         distributed.teardown(ctx)
 
@@ -716,29 +824,48 @@ def sync_batch_norm(model: GoogLeNet, cfg: TrainConfig, ctx: distributed.Context
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def _rng_states(ctx: distributed.Context) -> torch.Tensor | list[torch.Tensor]:
-    """The CPU generator's state: one tensor, or every rank's under DDP (a collective call)."""
+def _rng_states(ctx: distributed.Context, dev: torch.device
+                ) -> tuple[torch.Tensor | list[torch.Tensor], Any]:
+    """(the CPU generator's state, the GPU's or None): one tensor each, or every rank's under
+    DDP (a collective call). On a GPU, dropout draws from the GPU's generator."""
     state = torch.get_rng_state()
-    return distributed.gather_objects(ctx, state) if ctx.active else state
+    gpu = torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None
+    if ctx.active:
+        return distributed.gather_objects(ctx, state), distributed.gather_objects(ctx, gpu)
+    return state, gpu
 
 
-def _restore_rng(saved: torch.Tensor | list[torch.Tensor] | None, ctx: distributed.Context,
-                 cfg: TrainConfig, pos: Position) -> None:
-    """Each rank's generator as it was at the checkpoint; if the world size changed, a fresh
-    seed from (seed, epoch, step, rank): the run goes on, its dropout masks differ."""
+def _restore_rng(saved: torch.Tensor | list[torch.Tensor] | None, saved_gpu: Any,
+                 ctx: distributed.Context, cfg: TrainConfig, pos: Position,
+                 dev: torch.device) -> None:
+    """Each rank's generators as they were at the checkpoint; if the world size changed, a
+    fresh seed from (seed, epoch, step, rank): the run goes on, its dropout masks differ."""
     if isinstance(saved, list) and len(saved) == ctx.world:
         torch.set_rng_state(saved[ctx.rank])
+        saved_gpu = saved_gpu[ctx.rank] if isinstance(saved_gpu, list) else None
     elif isinstance(saved, torch.Tensor) and not ctx.active:
         torch.set_rng_state(saved)
     else:
         log.warning("resuming mid-epoch under a different number of processes: dropout masks "
                     "are reseeded, so the run will not be bitwise the uninterrupted one")
         torch.manual_seed(epoch_seed(cfg.seed, pos.epoch) + 31 * pos.step + 7_777_777 * ctx.rank)
+        return
+    if dev.type == "cuda" and isinstance(saved_gpu, torch.Tensor):
+        torch.cuda.set_rng_state(saved_gpu, dev)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """How the loop runs, not what it computes: none of these change the trained model."""
+
+    checkpoint_every: int | None = 100
+    sync_every: int = 1
+    compile: bool = False
 
 
 def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | None,
            dev: torch.device, resume: bool, progress: bool, stop_after: int | None,
-           checkpoint_every: int | None, ctx: distributed.Context) -> RunResult | None:
+           loop: Loop, ctx: distributed.Context) -> RunResult | None:
     t0 = time.perf_counter()
     out = Path(out) if out else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if ctx.active:
@@ -781,13 +908,15 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
 
         forward = DistributedDataParallel(
             forward, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if loop.compile:
+        forward = torch.compile(forward)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = dataset.train.num_batches
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)
     average = make_average(model, cfg)
     average_from = int(cfg.average_start * cfg.epochs * steps_per_epoch)
     rows: list[dict[str, Any]] = []
-    pos, rng_state, data_state = Position(), None, None
+    pos, rng_state, gpu_rng_state, data_state = Position(), None, None, None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -798,6 +927,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
         if "position" in ckpt:
             pos = Position(**ckpt["position"])
             rng_state, data_state = ckpt["rng"], ckpt["data_rng"]
+            gpu_rng_state = ckpt.get("gpu_rng")
         else:  # format 1: epoch-end checkpoints only
             pos = Position(epoch=ckpt["epoch"], step=ckpt["step"],
                            wall_s=rows[-1]["wall_s"] if rows else 0.0)
@@ -806,7 +936,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
 
     def save(generator: torch.Generator | None) -> None:
         """A checkpoint (rank 0 writes it; every rank must call this: it gathers RNG states)."""
-        rng = _rng_states(ctx)
+        rng, gpu_rng = _rng_states(ctx, dev)
         if not ctx.main:
             return
         pos.wall_s = round(wall_before + time.perf_counter() - t0, 2)
@@ -815,7 +945,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
                      "metrics": rows, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "average": average.state_dict() if average is not None else None,
-                     "rng": rng, "processes": ctx.world,
+                     "rng": rng, "gpu_rng": gpu_rng, "processes": ctx.world,
                      "data_rng": generator.get_state() if generator is not None else None,
                      "classes": dataset.classes}, ckpt_path,
                     keep_previous=ckpt_path.with_name("previous.pt"))
@@ -836,12 +966,15 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
                 pos.lr = optimizer.param_groups[0]["lr"]
                 current = dataset.train.epoch(epoch)
             else:  # mid-epoch: the random states of the moment the checkpoint was taken
-                _restore_rng(rng_state, ctx, cfg, pos)
+                _restore_rng(rng_state, gpu_rng_state, ctx, cfg, pos, dev)
                 current = dataset.train.epoch(epoch, pos.batch, data_state)
 
-            def after_step(sync: Callable[[], None], current: Epoch = current) -> None:
-                due = checkpoint_every is not None and pos.step % checkpoint_every == 0
-                stopping = distributed.any_rank(ctx, stop.signum is not None)
+            def after_step(sync: Callable[[], None], poll: bool, current: Epoch = current
+                           ) -> None:
+                every = loop.checkpoint_every
+                due = every is not None and pos.step % every == 0
+                # Every rank polls at the same steps (the all-reduce is a collective).
+                stopping = (poll or due) and distributed.any_rank(ctx, stop.signum is not None)
                 if due or stopping:
                     sync()
                     save(current.generator)
@@ -851,7 +984,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
             bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}",
                             pos.batch)
             train_one_epoch(model, current.batches, optimizer, scheduler, cfg, dev, average,
-                            average_from, pos, after_step, bar, forward, ctx)
+                            average_from, pos, after_step, bar, forward, ctx, loop.sync_every)
             if bar is not None:
                 bar.close()
             result = evaluate(averaged_or_model(), dataset.val.epoch(0).batches,

@@ -11,6 +11,8 @@ import math
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from inception.devices import to_device
+
 # Section 6: "random interpolation methods (bilinear, area, nearest neighbor and cubic, with equal
 # probability)". PIL's BOX filter is area averaging.
 PAPER_INTERPOLATIONS = (InterpolationMode.BILINEAR, InterpolationMode.BOX,
@@ -152,14 +154,14 @@ class BatchAugment:
         if self.translate:
             p = self.translate
             padded = torch.nn.functional.pad(x, (p, p, p, p))
-            dy = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
-            dx = torch.randint(0, 2 * p + 1, (n,), generator=generator).to(dev)
+            dy = to_device(torch.randint(0, 2 * p + 1, (n,), generator=generator), dev)
+            dx = to_device(torch.randint(0, 2 * p + 1, (n,), generator=generator), dev)
             rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # N x 1 x H x 1
             cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # N x 1 x 1 x W
             x = padded.gather(2, rows.expand(n, x.shape[1], h, w + 2 * p)).gather(
                 3, cols.expand(n, x.shape[1], h, w))
         if self.flip:
-            flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+            flip = to_device(torch.rand(n, generator=generator) < 0.5, dev)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.erase_p > 0:
             area = torch.empty(n).uniform_(*self.erase_area, generator=generator) * h * w
@@ -169,7 +171,7 @@ class BatchAugment:
             y0 = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
             x0 = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
             apply = torch.rand(n, generator=generator) < self.erase_p
-            eh, ew, y0, x0, apply = (t.to(dev) for t in (eh, ew, y0, x0, apply))
+            eh, ew, y0, x0, apply = (to_device(t, dev) for t in (eh, ew, y0, x0, apply))
             ys, xs = torch.arange(h, device=dev)[None, :], torch.arange(w, device=dev)[None, :]
             inside = (((ys >= y0[:, None]) & (ys < (y0 + eh)[:, None]))[:, :, None]
                       & ((xs >= x0[:, None]) & (xs < (x0 + ew)[:, None]))[:, None, :])

@@ -62,10 +62,15 @@ class LoadedModel:
             self._runners[precision] = optimize_for_inference(self.model, dtype=dtype)
         return self._runners[precision]
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N x C x H x W -> the float input the model was trained on."""
-        mean = torch.tensor(self.preprocessing["mean"]).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocessing["std"]).view(1, -1, 1, 1)
+        """uint8 N x C x H x W -> the float input the model was trained on, on the images'
+        device."""
+        mean = torch.tensor(self.preprocessing["mean"], device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.preprocessing["std"], device=images.device).view(1, -1, 1, 1)
         return (images.float() / 255 - mean) / std
 
 

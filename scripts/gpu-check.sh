@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# The GPU checks in one command, for a CUDA machine with PyTorch already installed and no network:
+#
+#   bash scripts/gpu-check.sh --data-dir DIR [--out DIR] [--dry-run]
+#
+# DIR holds Fashion-MNIST's four IDX files. The project runs from src/ (PYTHONPATH), over whatever
+# torch, torchvision, pytest and friends the machine has. Steps, about 6 minutes on an H100:
+#   1. the GPU tests (tests/test_gpu.py) and the device-rule tests (tests/test_devices.py);
+#   2. `inception bench --device cuda --train`: torchvision and our paths side by side, with the
+#      GPU's measured peak;
+#   3. the default Fashion-MNIST recipe on CUDA, with its wall time and test top-1;
+#   4. a 1-process torchrun job with the NCCL backend and --sync-bn;
+#   5. the bench's torch.compile rows, in whatever time is left (compiling can take minutes).
+# Each step's output goes to OUT (default gpu-check/), and OUT/summary.md gathers the figures.
+# On a machine without a CUDA GPU it says so and exits 0. --dry-run runs every step on the CPU at
+# toy sizes, to check the script itself.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+DATA_DIR=/usr/share/datasets/fashion-mnist
+OUT=gpu-check
+DRY=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data-dir) DATA_DIR=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --dry-run) DRY=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export INCEPTION_DATA_DIR=$DATA_DIR
+
+if [ "$DRY" = 1 ]; then
+    DEVICE=cpu; BENCH="--batch-size 4 --image-size 96 --repeats 2 --no-onnx"
+    TRAIN="--subset 1024 --epochs 1 --width 0.25"; DDP="--subset 512 --epochs 1 --width 0.25"
+    DDP_BN="--norm bn"
+elif "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    DEVICE=cuda; BENCH="--repeats 10 --no-onnx"; TRAIN=""; DDP="--subset 8192 --epochs 1"
+    DDP_BN="--norm bn --sync-bn"
+else
+    echo "gpu-check: no CUDA GPU on this machine (torch.cuda.is_available() is False); nothing to check"
+    exit 0
+fi
+if [ ! -d "$DATA_DIR" ]; then
+    echo "gpu-check: --data-dir $DATA_DIR does not exist; give the folder with Fashion-MNIST's IDX files" >&2
+    exit 2
+fi
+if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ]; then
+    echo "gpu-check: --out $OUT is not empty; choose another folder" >&2
+    exit 2
+fi
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.md
+START=$(date +%s)
+status=0
+step() { echo; echo "== $* ($(( $(date +%s) - START )) s)"; }
+
+{
+    echo "# gpu-check, $(date -u +%Y-%m-%dT%H:%MZ)"
+    "$PYTHON" -c 'import torch, torchvision
+d = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU only"
+print(f"- device: {d}; torch {torch.__version__}, torchvision {torchvision.__version__}")'
+    echo "- mode: $([ "$DRY" = 1 ] && echo "dry run on the CPU, toy sizes" || echo "CUDA")"
+} > "$SUMMARY"
+
+step "1. tests"
+"$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_devices.py 2>&1 \
+    | tee "$OUT/tests.log"
+tests_rc=${PIPESTATUS[0]}
+[ "$tests_rc" = 0 ] || status=1
+echo "- tests (tests/test_gpu.py, tests/test_devices.py): $(tail -n 1 "$OUT/tests.log")" >> "$SUMMARY"
+
+step "2. inception bench --device $DEVICE --train"
+# shellcheck disable=SC2086
+"$PYTHON" -m inception bench --device "$DEVICE" --train $BENCH --json > "$OUT/bench.json" \
+    2> "$OUT/bench.log" || status=1
+"$PYTHON" -c 'import json, sys
+from inception.bench import format_report
+print(format_report(json.load(open(sys.argv[1]))))' "$OUT/bench.json" > "$OUT/bench.md" 2>> "$OUT/bench.log"
+cat "$OUT/bench.md"
+{ echo; echo "## inception bench"; echo; cat "$OUT/bench.md"; echo; } >> "$SUMMARY"
+
+step "3. the default recipe on $DEVICE"
+t0=$(date +%s.%N)
+# shellcheck disable=SC2086
+"$PYTHON" -m inception train --device "$DEVICE" --data-dir "$DATA_DIR" --out "$OUT/default" \
+    --no-progress $TRAIN 2>&1 | tee "$OUT/train.log"
+train_rc=${PIPESTATUS[0]}
+t1=$(date +%s.%N)
+[ "$train_rc" = 0 ] || status=1
+"$PYTHON" - "$OUT/default/results.json" "$t0" "$t1" >> "$SUMMARY" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except OSError:
+    print("- default recipe: FAILED (no results.json; see train.log)")
+    raise SystemExit
+wall = float(sys.argv[3]) - float(sys.argv[2])
+print(f"- default recipe: test top-1 {r['test_top1']:.2f}%, {r['epochs']} epochs; "
+      f"training wall_s {r['wall_s']:.1f} s, whole command {wall:.1f} s, on {r['device']}")
+EOF
+
+step "4. torchrun, 1 process, $([ "$DEVICE" = cuda ] && echo NCCL || echo gloo)"
+# shellcheck disable=SC2086
+"$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 1 -m inception train \
+    --device "$DEVICE" --data-dir "$DATA_DIR" --out "$OUT/ddp" --no-progress $DDP $DDP_BN \
+    2>&1 | tee "$OUT/ddp.log"
+ddp_rc=${PIPESTATUS[0]}
+[ "$ddp_rc" = 0 ] || status=1
+"$PYTHON" - "$OUT/ddp/results.json" >> "$SUMMARY" <<'EOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except OSError:
+    print("- torchrun: FAILED (no results.json; see ddp.log)")
+    raise SystemExit
+print(f"- torchrun, {r['processes']} process: test top-1 {r['test_top1']:.2f}% after "
+      f"{r['epochs']} epoch(s), {r['wall_s']:.1f} s, on {r['device']}")
+EOF
+
+left=$(( 330 - ($(date +%s) - START) ))
+if [ "$DEVICE" = cuda ] && [ "$left" -gt 60 ]; then
+    step "5. inception bench --compile, within ${left} s"
+    # shellcheck disable=SC2086
+    timeout "$left" "$PYTHON" -m inception bench --device cuda --train --compile $BENCH --json \
+        > "$OUT/bench-compile.json" 2> "$OUT/bench-compile.log"
+    if [ $? = 0 ]; then
+        "$PYTHON" -c 'import json, sys
+from inception.bench import format_report
+print(format_report(json.load(open(sys.argv[1]))))' "$OUT/bench-compile.json" > "$OUT/bench-compile.md"
+        { echo "## inception bench --compile"; echo; cat "$OUT/bench-compile.md"; echo; } >> "$SUMMARY"
+    else
+        echo "- bench --compile: did not finish within ${left} s" >> "$SUMMARY"
+    fi
+fi
+
+echo "- total: $(( $(date +%s) - START )) s; $([ $status = 0 ] && echo "every step passed" || echo "SOME STEPS FAILED")" >> "$SUMMARY"
+step "summary ($SUMMARY)"
+cat "$SUMMARY"
+exit $status

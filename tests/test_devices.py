@@ -1,0 +1,115 @@
+"""The device rules, checked on a CPU-only machine: `--device` resolution, and the training loop
+run on *fake* CUDA tensors (`FakeTensorMode`), where any tensor created on the wrong device
+raises `FakeTensorDeviceMismatchError` and any read of a value (`.item()`, `bool()`) raises
+`DataDependentOutputException`. That is how the first GPU run crashed (a loss sum created on
+the CPU), and how a per-step host synchronisation would show up."""
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
+from torch.optim import swa_utils
+
+from inception import data as data_lib
+from inception import training
+from inception.devices import DeviceError, resolve_device, to_device
+from inception.model import GoogLeNet
+from inception.recipes import get_recipe
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="--device tpu: not a device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device is available; use --device cpu"):
+            resolve_device("cuda")
+
+
+def test_to_device_keeps_tensors_already_there():
+    t = torch.arange(3)
+    assert to_device(t, torch.device("cpu")) is t
+
+
+class _HostReads:
+    """A stand-in for `training.host` on fake tensors: counts the reads and answers each with
+    zeros of the right shape (a fake tensor has no values to read)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        assert t.device.type == "cuda", "the loop read a tensor that is not on the model's device"
+        self.calls += 1
+        with unset_fake_temporarily():
+            return torch.zeros(t.shape, dtype=t.dtype)
+
+
+def _cuda_model(config) -> GoogLeNet:
+    with torch.device("cuda"):
+        return GoogLeNet(config)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # fake tensors' data_ptr, autocast off
+@pytest.mark.parametrize("averaging", ["ema", "polyak"])
+def test_an_epoch_and_its_evaluation_run_on_fake_cuda_tensors(monkeypatch, averaging):
+    """One epoch of the real loop (data pipeline, bf16 autocast, aux loss, optimizer,
+    scheduler, parameter average, loss meter, checkpoint hook) and evaluation, on fake CUDA
+    tensors. Left out, because they need a real GPU: the backward pass (autograd's device
+    threads) and pinning host memory (CUDA's host allocator); `tests/test_gpu.py` runs the whole
+    step there."""
+    cfg = get_recipe("fashion-mnist").replace(width=0.25, batch_size=8, eval_batch_size=8,
+                                              averaging=averaging, precision="bf16")
+    cuda = torch.device("cuda")
+    reads = _HostReads()
+    monkeypatch.setattr(training, "host", reads)
+    monkeypatch.setattr(torch.Tensor, "backward", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
+    # AveragedModel deep-copies the model; copies of fake tensors crash the garbage collector
+    # later (torch 2.14), so a freshly built model on the same device stands in for the copy.
+    monkeypatch.setattr(swa_utils, "deepcopy", lambda model: _cuda_model(model.config))
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    split = data_lib.TensorSplit(images, torch.arange(40) % 10)
+    mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
+    polls = []
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        train_batches = training._tensor_batches(split, 8, cfg, mean, std, True, device=cuda)
+        val_batches = training._tensor_batches(split, 8, cfg, mean, std, False, device=cuda)
+        model = _cuda_model(cfg.model)
+        optimizer = training.make_optimizer(model, cfg)
+        scheduler = training.make_scheduler(optimizer, cfg, train_batches.num_batches)
+        average = training.make_average(model, cfg)
+        pos = training.Position()
+        training.train_one_epoch(
+            model, train_batches.epoch(0).batches, optimizer, scheduler, cfg, cuda, average,
+            0, pos, after_step=lambda sync, poll: polls.append(poll), sync_every=2)
+        sums = training.evaluation_sums(average.module, val_batches.epoch(0).batches, 10, cfg,
+                                        cuda)
+    assert pos.step == 5 and polls == [False, True, False, True, False]
+    assert reads.calls == 3  # the losses of steps 1-2 and 3-4, then step 5 at the epoch's end
+    loss_sum, top5, confusion, n = sums
+    assert n == 40 and all(t.device.type == "cuda" for t in (loss_sum, top5, confusion))
+
+
+def test_the_loss_sum_does_not_depend_on_how_often_it_is_read():
+    losses = torch.rand(7, dtype=torch.float32) * 3
+    sizes = [8, 8, 8, 8, 8, 8, 5]
+    total = torch.tensor(0.0, dtype=torch.float64)  # what the loop summed before: step by step
+    for loss, n in zip(losses, sizes, strict=True):
+        total += loss.double() * n
+    for every in (1, 3, 7):
+        meter = training.LossMeter()
+        for step, (loss, n) in enumerate(zip(losses, sizes, strict=True), 1):
+            meter.add(loss, n)
+            if step % every == 0:
+                meter.read(step)
+        meter.read(len(sizes))
+        assert meter.loss_sum == total.item() and meter.seen == sum(sizes)
+
+
+def test_a_nan_is_reported_at_its_own_step():
+    meter = training.LossMeter()
+    for loss in (1.0, float("nan"), 2.0):
+        meter.add(torch.tensor(loss), 4)
+    with pytest.raises(training.RunError, match="the loss became nan at step 11"):
+        meter.read(12)
