@@ -7,7 +7,8 @@ paths are alternated for `repeats` rounds after a warm-up and each one's median 
 that the machine's noise hits all of them alike. The machine's peak is measured in the same run:
 on the CPU one large convolution (256 -> 256 channels, 3x3, 28x28, the batch size) per dtype, on
 a GPU one large matmul (8192^3) per dtype, fp32 with TF32 allowed as cuDNN's convolutions allow
-it by default. Each path's fraction of it is its multiply-adds x 2 x images/s over that peak.
+it by default. Each path's fraction of it is its multiply-adds x 2 x images/s over that peak. On a
+GPU, cuDNN's autotuner (`cudnn.benchmark`) is on for every path alike.
 
 The ONNX Runtime rows (CPU only: the installed onnxruntime runs on the CPU) quantize statically
 (QDQ, per-channel) after `quant_pre_process`, calibrated on random images: they measure speed
@@ -264,6 +265,8 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
         onnx: bool = True, compile: bool = False, device: torch.device | None = None
         ) -> dict[str, Any]:
     device = device or torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every path: cuDNN's fastest algorithms
     peak = measure_peak(batch, repeats, device)
     rows = inference_rows(batch, image_size, repeats, onnx, compile, device)
     if train:

@@ -331,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--sync-every", type=int, default=None, metavar="STEPS",
                        help="read the loss from the device every STEPS steps: NaN check, progress "
                             "bar, SIGTERM poll (default: 1 on the CPU, 50 on a GPU)")
-    train.add_argument("--compile", action="store_true",
-                       help="run the training forward through torch.compile")
+    train.add_argument("--compile", nargs="?", const="default", default=None,
+                       choices=("default", "reduce-overhead", "max-autotune"), metavar="MODE",
+                       help="run the training forward through torch.compile (MODE: default, "
+                            "reduce-overhead for CUDA graphs, max-autotune)")
     add_config_arguments(train, TrainConfig, "training (defaults: the recipe)")
     add_config_arguments(train, GoogLeNetConfig, "model (defaults: the recipe)")
     train.set_defaults(func=_train)

@@ -53,6 +53,7 @@ METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_
                   "images_per_s")
 CHECKPOINT_FORMAT = 2  # 1: epoch-end checkpoints (still loaded); 2: any step
 GPU_SYNC_EVERY = 50  # steps between the loop's reads from a GPU (`train`'s `sync_every`)
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 class RunError(RuntimeError):
@@ -774,7 +775,7 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
           data_dir: str | None = None, device: str = "auto", resume: bool = False,
           progress: bool = True, stop_after: int | None = None,
           checkpoint_every: int | None = 100, sync_every: int | None = None,
-          compile: bool = False) -> RunResult | None:
+          compile: str | None = None) -> RunResult | None:
     """Train a GoogLeNet as `cfg` says and write the run directory. See the module docstring.
 
     A checkpoint is written before the first step, every `checkpoint_every` steps (None: only
@@ -787,7 +788,9 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     CPU, where a read costs nothing, and every `GPU_SYNC_EVERY` on a GPU, where each read
     stalls the kernel queue): the loss sum, the NaN check, the progress bar and the SIGINT/
     SIGTERM poll happen then and at checkpoints; a NaN still stops the run before any
-    checkpoint holds it. `compile=True` runs the training forward through `torch.compile`.
+    checkpoint holds it. `compile` runs the training forward through `torch.compile` in that
+    mode ("default", "reduce-overhead": with CUDA graphs, "max-autotune"). On a GPU, cuDNN picks
+    its fastest convolution algorithms for the run's fixed shapes (`cudnn.benchmark`).
 
     Under `torchrun` the processes train one model with DDP (`inception.distributed`):
     `cfg.batch_size` is the global batch and rank 0 writes the run directory.
@@ -801,6 +804,11 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
             sync_every = 1 if dev.type == "cpu" else GPU_SYNC_EVERY
         if sync_every < 1:
             raise RunError(f"--sync-every {sync_every}: must be at least 1")
+        if compile not in COMPILE_MODES:
+            raise RunError(f"--compile {compile}: use one of "
+                           f"{', '.join(m for m in COMPILE_MODES if m)}")
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         loop = Loop(checkpoint_every, sync_every, compile)
         return _train(cfg, data, out, data_dir, dev, resume, progress and ctx.main, stop_after,
                       loop, ctx)
@@ -860,7 +868,7 @@ class Loop:
 
     checkpoint_every: int | None = 100
     sync_every: int = 1
-    compile: bool = False
+    compile: str | None = None  # a torch.compile mode, or None: eager
 
 
 def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | None,
@@ -909,7 +917,7 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
         forward = DistributedDataParallel(
             forward, device_ids=[dev.index] if dev.type == "cuda" else None)
     if loop.compile:
-        forward = torch.compile(forward)
+        forward = torch.compile(forward, mode=None if loop.compile == "default" else loop.compile)
     optimizer = make_optimizer(model, cfg)
     steps_per_epoch = dataset.train.num_batches
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch)

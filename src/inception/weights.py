@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from inception.config import ConfigError, GoogLeNetConfig
+from inception.devices import resolve_device
 from inception.model import GoogLeNet
 from inception.torchvision_compat import to_torchvision_key
 
@@ -120,7 +121,8 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """The trained model at `path` (a run directory or its `model.safetensors`), in eval mode.
+    """The trained model at `path` (a run directory or its `model.safetensors`), in eval mode,
+    on `device` ("cpu", "cuda", "auto": the GPU when there is one).
 
     >>> m = inception.load("runs/fashion-mnist-20261125-101500")
     >>> m.classes[m.model(m.normalize(images)).argmax(1)]
@@ -139,7 +141,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     load_state(model, read_safetensors(weights), weights)
     extra = {k: v for k, v in meta.items() if k not in ("model", "preprocessing", "classes")}
     # channels_last: 2.3x the NCHW forward on this CPU (BENCHMARKS.md, "Inference").
-    model = model.to(device, memory_format=torch.channels_last).eval()
+    model = model.to(resolve_device(device), memory_format=torch.channels_last).eval()
     return LoadedModel(model, preprocessing, classes, weights, extra)
 
 
