@@ -67,94 +67,86 @@ print(f"- device: {d}; torch {torch.__version__}, torchvision {torchvision.__ver
     echo "- mode: $([ "$DRY" = 1 ] && echo "dry run on the CPU, toy sizes" || echo "CUDA")"
 } > "$SUMMARY"
 
+# One summary line for a run directory: LABEL RUN_DIR LOG SECONDS_OF_THE_WHOLE_COMMAND
+summarize_run() {
+    "$PYTHON" - "$@" >> "$SUMMARY" <<'EOF'
+import json, sys
+label, run, log, wall = sys.argv[1:]
+try:
+    r = json.load(open(f"{run}/results.json"))
+except OSError:
+    print(f"- {label}: FAILED or out of time (no results.json; see {log})")
+    raise SystemExit
+print(f"- {label}: test top-1 {r['test_top1']:.2f}% after {r['epochs']} epoch(s), "
+      f"{r['processes']} process(es) on {r['device']}; training wall_s {r['wall_s']:.1f} s, "
+      f"whole command {float(wall):.1f} s")
+EOF
+}
+
+# The bench's JSON as its Markdown table: JSON MD
+bench_table() {
+    "$PYTHON" -c 'import json, sys
+from inception.bench import format_report
+print(format_report(json.load(open(sys.argv[1]))))' "$1" > "$2"
+}
+
+seconds_since() { "$PYTHON" -c 'import sys, time; print(time.time() - float(sys.argv[1]))' "$1"; }
+
 step "1. tests"
 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_devices.py 2>&1 \
     | tee "$OUT/tests.log"
-tests_rc=${PIPESTATUS[0]}
-[ "$tests_rc" = 0 ] || status=1
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 echo "- tests (tests/test_gpu.py, tests/test_devices.py): $(tail -n 1 "$OUT/tests.log")" >> "$SUMMARY"
 
 step "2. inception bench --device $DEVICE --train"
 # shellcheck disable=SC2086
-"$PYTHON" -m inception bench --device "$DEVICE" --train $BENCH --json > "$OUT/bench.json" \
-    2> "$OUT/bench.log" || status=1
-"$PYTHON" -c 'import json, sys
-from inception.bench import format_report
-print(format_report(json.load(open(sys.argv[1]))))' "$OUT/bench.json" > "$OUT/bench.md" 2>> "$OUT/bench.log"
-cat "$OUT/bench.md"
-{ echo; echo "## inception bench"; echo; cat "$OUT/bench.md"; echo; } >> "$SUMMARY"
+if "$PYTHON" -m inception bench --device "$DEVICE" --train $BENCH --json > "$OUT/bench.json" \
+        2> "$OUT/bench.log"; then
+    bench_table "$OUT/bench.json" "$OUT/bench.md"
+    cat "$OUT/bench.md"
+    { echo; echo "## inception bench"; echo; cat "$OUT/bench.md"; echo; } >> "$SUMMARY"
+else
+    status=1
+    echo "- bench: FAILED (see bench.log)" >> "$SUMMARY"
+fi
 
 step "3. the default recipe on $DEVICE"
 t0=$(date +%s.%N)
 # shellcheck disable=SC2086
 "$PYTHON" -m inception train --device "$DEVICE" --data-dir "$DATA_DIR" --out "$OUT/default" \
     --no-progress $TRAIN 2>&1 | tee "$OUT/train.log"
-train_rc=${PIPESTATUS[0]}
-t1=$(date +%s.%N)
-[ "$train_rc" = 0 ] || status=1
-"$PYTHON" - "$OUT/default/results.json" "$t0" "$t1" >> "$SUMMARY" <<'EOF'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except OSError:
-    print("- default recipe: FAILED (no results.json; see train.log)")
-    raise SystemExit
-wall = float(sys.argv[3]) - float(sys.argv[2])
-print(f"- default recipe: test top-1 {r['test_top1']:.2f}%, {r['epochs']} epochs; "
-      f"training wall_s {r['wall_s']:.1f} s, whole command {wall:.1f} s, on {r['device']}")
-EOF
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+summarize_run "default recipe" "$OUT/default" train.log "$(seconds_since "$t0")"
 
 step "4. torchrun, 1 process, $([ "$DEVICE" = cuda ] && echo NCCL || echo gloo)"
+t0=$(date +%s.%N)
 # shellcheck disable=SC2086
 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 1 -m inception train \
     --device "$DEVICE" --data-dir "$DATA_DIR" --out "$OUT/ddp" --no-progress $DDP $DDP_BN \
     2>&1 | tee "$OUT/ddp.log"
-ddp_rc=${PIPESTATUS[0]}
-[ "$ddp_rc" = 0 ] || status=1
-"$PYTHON" - "$OUT/ddp/results.json" >> "$SUMMARY" <<'EOF'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except OSError:
-    print("- torchrun: FAILED (no results.json; see ddp.log)")
-    raise SystemExit
-print(f"- torchrun, {r['processes']} process: test top-1 {r['test_top1']:.2f}% after "
-      f"{r['epochs']} epoch(s), {r['wall_s']:.1f} s, on {r['device']}")
-EOF
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
+summarize_run "torchrun $DDP $DDP_BN" "$OUT/ddp" ddp.log "$(seconds_since "$t0")"
 
 left=$(( 240 - ($(date +%s) - START) ))
 if [ "$left" -gt 60 ] || [ "$DRY" = 1 ]; then
-    step "5. the default recipe with --compile reduce-overhead (CUDA graphs), within ${left} s"
+    mode=$([ "$DEVICE" = cuda ] && echo reduce-overhead || echo default)
+    step "5. the default recipe with --compile $mode, within $(( left > 60 ? left : 60 )) s"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout "$(( left > 60 ? left : 60 ))" "$PYTHON" -m inception train --device "$DEVICE" \
-        --data-dir "$DATA_DIR" --out "$OUT/compiled" --no-progress $TRAIN \
-        --compile "$([ "$DEVICE" = cuda ] && echo reduce-overhead || echo default)" \
+        --data-dir "$DATA_DIR" --out "$OUT/compiled" --no-progress $TRAIN --compile "$mode" \
         > "$OUT/compiled.log" 2>&1
-    t1=$(date +%s.%N)
-    "$PYTHON" - "$OUT/compiled/results.json" "$t0" "$t1" >> "$SUMMARY" <<'EOF'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except OSError:
-    print("- default recipe, compiled: did not finish in its time (see compiled.log)")
-    raise SystemExit
-wall = float(sys.argv[3]) - float(sys.argv[2])
-print(f"- default recipe, --compile: test top-1 {r['test_top1']:.2f}%; training wall_s "
-      f"{r['wall_s']:.1f} s (compilation included), whole command {wall:.1f} s")
-EOF
+    summarize_run "default recipe, --compile $mode (compilation included)" "$OUT/compiled" \
+        compiled.log "$(seconds_since "$t0")"
 fi
 
 left=$(( 330 - ($(date +%s) - START) ))
 if [ "$DEVICE" = cuda ] && [ "$left" -gt 60 ]; then
     step "6. inception bench --compile, within ${left} s"
     # shellcheck disable=SC2086
-    timeout "$left" "$PYTHON" -m inception bench --device cuda --train --compile $BENCH --json \
-        > "$OUT/bench-compile.json" 2> "$OUT/bench-compile.log"
-    if [ $? = 0 ]; then
-        "$PYTHON" -c 'import json, sys
-from inception.bench import format_report
-print(format_report(json.load(open(sys.argv[1]))))' "$OUT/bench-compile.json" > "$OUT/bench-compile.md"
+    if timeout "$left" "$PYTHON" -m inception bench --device cuda --train --compile $BENCH \
+            --json > "$OUT/bench-compile.json" 2> "$OUT/bench-compile.log"; then
+        bench_table "$OUT/bench-compile.json" "$OUT/bench-compile.md"
         { echo "## inception bench --compile"; echo; cat "$OUT/bench-compile.md"; echo; } >> "$SUMMARY"
     else
         echo "- bench --compile: did not finish within ${left} s" >> "$SUMMARY"

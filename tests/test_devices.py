@@ -111,5 +111,37 @@ def test_a_nan_is_reported_at_its_own_step():
     meter = training.LossMeter()
     for loss in (1.0, float("nan"), 2.0):
         meter.add(torch.tensor(loss), 4)
-    with pytest.raises(training.RunError, match="the loss became nan at step 11"):
-        meter.read(12)
+    assert meter.read(12) == 3
+    assert meter.error.startswith("the loss became nan at step 11;")
+    assert meter.loss_sum == 4.0 and meter.seen == 4  # only the steps before it
+
+
+def _bn_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                               torch.nn.Flatten(), torch.nn.LazyLinear(2))
+
+
+@pytest.mark.parametrize("averaging", ["ema", "polyak"])
+def test_the_average_is_torchs_average_bit_for_bit_on_the_cpu(averaging):
+    """`Average` only changes where the step count is read; on the CPU its parameters and
+    buffers (BN's statistics and batch counter included) are torch's `AveragedModel`'s."""
+    from torch.optim.swa_utils import AveragedModel
+
+    cfg = get_recipe("fashion-mnist").replace(averaging=averaging, ema_decay=0.9)
+    model = _bn_model()
+    model(torch.randn(2, 3, 5, 5))  # materialise the lazy layer
+    ours = training.make_average(model, cfg)
+    fn = training.ema_multi_avg_fn(0.9) if averaging == "ema" else None
+    theirs = AveragedModel(model, multi_avg_fn=fn, use_buffers=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(12):
+        model(torch.randn(8, 3, 5, 5)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    assert int(a["n_averaged"]) == 12

@@ -149,7 +149,7 @@ def test_bench_reports_every_path(capsys):
     from inception.cli import main
 
     assert main(["bench", "--batch-size", "2", "--image-size", "96", "--repeats", "1",
-                 "--no-onnx", "--train", "--json"]) == 0
+                 "--no-onnx", "--train", "--json", "--device", "cpu"]) == 0
     import json
 
     report = json.loads(capsys.readouterr().out)

@@ -265,12 +265,15 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
         onnx: bool = True, compile: bool = False, device: torch.device | None = None
         ) -> dict[str, Any]:
     device = device or torch.device("cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # every path: cuDNN's fastest algorithms
-    peak = measure_peak(batch, repeats, device)
-    rows = inference_rows(batch, image_size, repeats, onnx, compile, device)
-    if train:
-        rows += training_rows(batch, image_size, repeats, compile, device)
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or device.type == "cuda"  # for every path alike
+    try:
+        peak = measure_peak(batch, repeats, device)
+        rows = inference_rows(batch, image_size, repeats, onnx, compile, device)
+        if train:
+            rows += training_rows(batch, image_size, repeats, compile, device)
+    finally:
+        torch.backends.cudnn.benchmark = before
     for r in rows:
         if r.dtype in peak:
             r.peak_fraction = 2 * r.macs * r.img_s / 1e9 / peak[r.dtype]

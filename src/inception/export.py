@@ -71,8 +71,9 @@ def _atomic_target(out: Path) -> Path:
 
 
 def _plain(loaded: LoadedModel) -> torch.nn.Module:
-    """A copy of the model with contiguous (NCHW) weights: exporters serialise it as it is."""
-    return copy.deepcopy(loaded.model).to(memory_format=torch.contiguous_format).eval()
+    """A CPU copy of the model with contiguous (NCHW) weights: exporters serialise it as it
+    is, and an exported file is device-independent (a model loaded on a GPU exports the same)."""
+    return copy.deepcopy(loaded.model).to("cpu", memory_format=torch.contiguous_format).eval()
 
 
 def _fused(loaded: LoadedModel) -> torch.nn.Module:
@@ -80,7 +81,7 @@ def _fused(loaded: LoadedModel) -> torch.nn.Module:
     Inception module as one (`optimize_for_inference(export=True)`)."""
     from inception.inference import optimize_for_inference
 
-    return optimize_for_inference(loaded.model, export=True)
+    return optimize_for_inference(loaded.model, export=True).cpu()
 
 
 def to_onnx_model(loaded: LoadedModel):
@@ -160,7 +161,9 @@ def onnx_logits(session, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 @torch.no_grad()
 def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    return torch.cat([model(b).float() for b in _batches(x, batch)])
+    """`model`'s logits for `x` (on the CPU), in batches on the model's device."""
+    device = next(model.parameters()).device
+    return torch.cat([model(b.to(device)).float().cpu() for b in _batches(x, batch)])
 
 
 def top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

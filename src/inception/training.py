@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_swa_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
 from inception import data as data_lib
@@ -52,6 +52,7 @@ _SINGLE = distributed.Context()
 METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
                   "images_per_s")
 CHECKPOINT_FORMAT = 2  # 1: epoch-end checkpoints (still loaded); 2: any step
+_swa_avg = get_swa_avg_fn()
 GPU_SYNC_EVERY = 50  # steps between the loop's reads from a GPU (`train`'s `sync_every`)
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
@@ -310,12 +311,17 @@ def ema_multi_avg_fn(decay: float) -> Callable[[list, list, Any], None]:
 def mean_multi_avg_fn(averaged: list[torch.Tensor], current: list[torch.Tensor],
                       n: int) -> None:
     """The running mean of the iterates (Polyak & Juditsky): the n-th update moves the average
-    1/(n + 1) of the way to the weights. Integer buffers (BN's batch counter) are copied."""
+    1/(n + 1) of the way to the weights. On the CPU it is torch's own `AveragedModel` update,
+    a + (c - a) / (n + 1) tensor by tensor, integer buffers (BN's batch counter) included, so
+    runs are bit for bit what they were with `AveragedModel`; on a GPU one fused lerp for the
+    float tensors."""
     with torch.no_grad():
-        if torch.is_floating_point(averaged[0]):
+        if averaged[0].device.type != "cpu" and torch.is_floating_point(averaged[0]):
             torch._foreach_lerp_(averaged, current, 1.0 / (n + 1))
-        else:
-            torch._foreach_copy_(averaged, current)
+            return
+        count = torch.tensor(n)  # a CPU scalar: no device read, also for GPU tensors
+        for a, c in zip(averaged, current, strict=True):
+            a.copy_(_swa_avg(a, c, count))
 
 
 class Average(AveragedModel):
@@ -406,6 +412,7 @@ class LossMeter:
     def __init__(self, loss_sum: float = 0.0, seen: int = 0) -> None:
         self.loss_sum, self.seen = loss_sum, seen
         self.last = float("nan")
+        self.error: str | None = None
         self._losses: list[torch.Tensor] = []
         self._sizes: list[int] = []
 
@@ -414,16 +421,18 @@ class LossMeter:
         self._sizes.append(images)
 
     def read(self, step: int) -> int:
-        """Add the pending losses to the totals and return how many there were. A non-finite
-        loss raises `RunError` naming its step (`step` is the last pending one's)."""
+        """Add the pending losses to the totals and return how many there were. The first
+        non-finite loss is kept in `error` (a message naming its step; `step` is the last
+        pending one's) and stops the adding."""
         if not self._losses:
             return 0
         values = host(torch.stack(self._losses).double()).tolist()
         first = step - len(values) + 1
         for i, (value, images) in enumerate(zip(values, self._sizes, strict=True)):
             if not math.isfinite(value):
-                raise RunError(f"the loss became {value} at step {first + i}; lower --lr or use "
-                               "--norm bn (the last checkpoint is kept)")
+                self.error = (f"the loss became {value} at step {first + i}; lower --lr or use "
+                              "--norm bn (the last checkpoint is kept)")
+                break
             self.loss_sum += value * images
             self.seen += images
         self.last = values[-1]
@@ -466,6 +475,10 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
 
     def read() -> None:
         steps = meter.read(pos.step)
+        # Every rank stops together (a rank that raised alone would leave the others waiting).
+        if distributed.any_rank(ctx, meter.error is not None):
+            raise RunError(meter.error or "the loss became non-finite on another process; "
+                           "lower --lr or use --norm bn (the last checkpoint is kept)")
         if progress is not None and steps:
             progress.update(steps)
             progress.set_postfix(loss=f"{meter.last:.3f}", refresh=False)
@@ -807,13 +820,23 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
         if compile not in COMPILE_MODES:
             raise RunError(f"--compile {compile}: use one of "
                            f"{', '.join(m for m in COMPILE_MODES if m)}")
-        if dev.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         loop = Loop(checkpoint_every, sync_every, compile)
-        return _train(cfg, data, out, data_dir, dev, resume, progress and ctx.main, stop_after,
-                      loop, ctx)
+        with _cudnn_benchmark(dev.type == "cuda"):
+            return _train(cfg, data, out, data_dir, dev, resume, progress and ctx.main,
+                          stop_after, loop, ctx)
     finally:
         distributed.teardown(ctx)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """cuDNN's autotuner for the fixed shapes of a GPU run, as it was set afterwards."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def sync_batch_norm(model: GoogLeNet, cfg: TrainConfig, ctx: distributed.Context,
@@ -851,7 +874,7 @@ def _restore_rng(saved: torch.Tensor | list[torch.Tensor] | None, saved_gpu: Any
     if isinstance(saved, list) and len(saved) == ctx.world:
         torch.set_rng_state(saved[ctx.rank])
         saved_gpu = saved_gpu[ctx.rank] if isinstance(saved_gpu, list) else None
-    elif isinstance(saved, torch.Tensor) and not ctx.active:
+    elif isinstance(saved, torch.Tensor) and ctx.world == 1:
         torch.set_rng_state(saved)
     else:
         log.warning("resuming mid-epoch under a different number of processes: dropout masks "
