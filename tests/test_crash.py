@@ -3,7 +3,6 @@ never interrupted (CPU, fixed seed)."""
 
 import csv
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -69,8 +68,6 @@ def test_sigkill_at_5_random_points_then_resume_is_bitwise_identical(tmp_path, r
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        if not _started(out):
-            shutil.rmtree(out, ignore_errors=True)  # killed before its first checkpoint
     assert kills == 5
     done = subprocess.run([*ARGS, "--out", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -112,3 +109,29 @@ def test_kill_during_checkpoint_write_leaves_the_run_resumable(tmp_path, referen
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").read_bytes() == \
            (reference / "model.safetensors").read_bytes()
+
+
+# The same command, but the process kills itself when it is about to write its first checkpoint:
+# after the run directory and config.json exist, before anything else does.
+KILL_AT_FIRST_SAVE = """
+import os, signal, sys
+from inception import training
+training.atomic_save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from inception.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("again", [["--resume"], []], ids=["resume", "restart"])
+def test_a_run_killed_during_start_up_resumes_or_restarts(tmp_path, reference, again):
+    out = tmp_path / "startup"
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_FIRST_SAVE, *ARGS[3:], "--out",
+                             str(out)], capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / "config.json").exists() and not _started(out)
+    done = subprocess.run([*ARGS, "--out", str(out), *again], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.safetensors").read_bytes() == \
+           (reference / "model.safetensors").read_bytes()
+    assert _metrics(out) == _metrics(reference)

@@ -198,3 +198,28 @@ def test_seeded_golden_output(case):
         GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
     expected = torch.tensor(json.loads(GOLDEN.read_text())[case])
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["lrn", "bn"])
+def test_torch_fx_and_feature_extraction_work_on_the_model(norm):
+    """`torch.fx.symbolic_trace` and torchvision's `create_feature_extractor` on the default
+    (LRN) model and the BN one: the LRN's device and autocast checks run outside the trace."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    model = googlenet(image_size=96, norm=norm).eval()
+    x = torch.randn(2, 3, 96, 96)
+    traced = torch.fx.symbolic_trace(model)
+    extractor = create_feature_extractor(model, {"layers.4e.cat": "4e",
+                                                 "layers.avgpool.1": "pool"})
+    with torch.no_grad():
+        out = extractor(x)
+        features = model.forward_features(x)
+        h = x
+        for name in model.layers:
+            h = model.layers[name](h)
+            if name == "4e":
+                break
+        torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(out["4e"], h, rtol=0, atol=0)
+    torch.testing.assert_close(out["pool"], features.mean(dim=(2, 3)), rtol=1e-6, atol=1e-6)

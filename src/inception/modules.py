@@ -40,29 +40,47 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     def band(self, channels: int, device: torch.device | None = None) -> torch.Tensor:
         """The C x C matrix [input channel i, output channel j] = alpha/n where i is in j's
         window, else 0."""
-        offsets = torch.arange(channels, device=device)
-        lo, hi = self.size // 2, (self.size - 1) // 2  # PyTorch's window: c - lo .. c + hi
-        diff = offsets[:, None] - offsets[None, :]  # input channel i - output channel j
-        return ((diff >= -lo) & (diff <= hi)).float() * (self.alpha / self.size)
+        return lrn_band(channels, self.size, self.alpha, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        device = x.device.type
-        no_autocast = (torch.autocast(device, enabled=False)
-                       if torch.amp.is_autocast_available(device) else contextlib.nullcontext())
-        with no_autocast:
-            band = self.band(c, x.device)
-            bias = torch.full((c,), float(self.k), device=x.device)
-            pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels_last input
-            traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
-            if x.device.type != "cpu" or traced:
-                scale = torch.addmm(bias, pixels.float().square(), band).pow_(-self.beta)
-                out = pixels * scale.to(x.dtype)
-            elif torch.is_grad_enabled() and x.requires_grad:
-                out = _ChunkedLRN.apply(pixels, band, bias, self.beta, self.CPU_CHUNK)
-            else:
-                out = _lrn_chunks(pixels, band, bias, self.beta, self.CPU_CHUNK)
-            return out.view(n, h, w, c).permute(0, 3, 1, 2)
+        return gemm_lrn(x, self.size, self.alpha, self.beta, self.k, self.CPU_CHUNK)
+
+
+def lrn_band(channels: int, size: int, alpha: float,
+             device: torch.device | None = None) -> torch.Tensor:
+    """`LocalResponseNorm.band`: alpha/size where input channel i is in output channel j's
+    window (PyTorch's window: j - size//2 .. j + (size-1)//2), else 0."""
+    offsets = torch.arange(channels, device=device)
+    lo, hi = size // 2, (size - 1) // 2
+    diff = offsets[:, None] - offsets[None, :]  # input channel i - output channel j
+    return ((diff >= -lo) & (diff <= hi)).float() * (alpha / size)
+
+
+def gemm_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+             chunk: int) -> torch.Tensor:
+    """`LocalResponseNorm`'s forward as a function. `torch.fx` traces it as one call (it is
+    registered with `torch.fx.wrap` below): its device and autocast checks cannot run on a
+    tracing proxy, and without that `create_feature_extractor` fails on the paper variant."""
+    n, c, h, w = x.shape
+    device = x.device.type
+    no_autocast = (torch.autocast(device, enabled=False)
+                   if torch.amp.is_autocast_available(device) else contextlib.nullcontext())
+    with no_autocast:
+        band = lrn_band(c, size, alpha, x.device)
+        bias = torch.full((c,), float(k), device=x.device)
+        pixels = x.permute(0, 2, 3, 1).reshape(-1, c)  # a view for channels_last input
+        traced = torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if x.device.type != "cpu" or traced:
+            scale = torch.addmm(bias, pixels.float().square(), band).pow_(-beta)
+            out = pixels * scale.to(x.dtype)
+        elif torch.is_grad_enabled() and x.requires_grad:
+            out = _ChunkedLRN.apply(pixels, band, bias, beta, chunk)
+        else:
+            out = _lrn_chunks(pixels, band, bias, beta, chunk)
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+torch.fx.wrap("gemm_lrn")
 
 
 def _lrn_chunks(pixels: torch.Tensor, band: torch.Tensor, bias: torch.Tensor, beta: float,

@@ -670,8 +670,23 @@ class RunResult:
     plots: list[Path] = field(default_factory=list)
 
 
+def killed_before_first_checkpoint(out: Path) -> bool:
+    """Whether `out` holds only what a run writes while it starts (`config.json`, an empty
+    `checkpoints/` or the temporary file of its first save): a run killed then has trained
+    nothing, so it starts again, with or without --resume, as the same command would have."""
+    if not out.is_dir() or not (out / "config.json").is_file():
+        return False
+    if any(p.name not in ("config.json", "checkpoints", ".write-test") for p in out.iterdir()):
+        return False
+    folder = out / "checkpoints"
+    return not folder.exists() or all(p.suffix == ".tmp" for p in folder.iterdir())
+
+
 def check_run_dir(out: Path, resume: bool) -> None:
     """Refuse to write into someone else's results, before anything is loaded or created."""
+    if killed_before_first_checkpoint(out):
+        log.warning("%s holds a run killed before its first checkpoint; starting it again", out)
+        return
     if resume:
         if not any((out / "checkpoints" / name).exists() for name in ("last.pt", "previous.pt")):
             raise RunError(f"--resume: {out}/checkpoints/last.pt does not exist; start a new run "
@@ -902,6 +917,8 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
     if ctx.active:
         out = Path(distributed.gather_objects(ctx, str(out))[0])  # rank 0's timestamp
     distributed.on_main(ctx, lambda: check_run_dir(out, resume), RunError)
+    if resume:  # a run killed before its first checkpoint starts again; rank 0 decides
+        resume = not distributed.gather_objects(ctx, killed_before_first_checkpoint(out))[0]
     ckpt_path = out / "checkpoints" / "last.pt"
     ckpt = load_latest_checkpoint(ckpt_path.parent) if resume else None
     if ckpt is not None:
