@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inception.bench import median_rates
 from inception.data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset
+from inception.timing import median_rates
 from inception.transforms import (
     decode_side,
     eval_transform,

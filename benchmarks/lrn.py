@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 import inception
-from inception.bench import median_rates, save_onnx
+from inception.export import save_onnx
 from inception.modules import LocalResponseNorm, local_response_norm
+from inception.timing import median_rates
 
 
 def swap_lrn(model: nn.Module, make, kind: type = LocalResponseNorm) -> nn.Module:
@@ -99,7 +100,7 @@ def onnx_rates(batch: int, repeats: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, model) in enumerate(variants.items()):
             path = Path(tmp) / f"{i}.onnx"
-            session = onnx_session(save_onnx(model, x, path))
+            session = onnx_session(save_onnx(model, x[:2], path, input_name="x"))
             paths[name] = lambda s=session: s.run(None, {"x": x.numpy()})
         return median_rates(paths, batch, repeats)
 

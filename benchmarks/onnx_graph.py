@@ -31,9 +31,9 @@ import torch
 import torchvision
 
 import inception
-from inception.bench import median_rates, save_onnx
-from inception.export import onnx_session, quantize_int8
+from inception.export import onnx_session, quantize_int8, save_onnx
 from inception.inference import InferenceGoogLeNet, optimize_for_inference
+from inception.timing import median_rates
 
 
 def optimised_ops(path: Path, threads: int) -> collections.Counter:
@@ -79,8 +79,9 @@ def main() -> None:
             with torch.no_grad():
                 diff = (graph(x[:4]) - reference).abs().max().item()
             assert diff < 1e-4, (name, diff)
-            files[name + " fp32"] = save_onnx(graph, x, Path(tmp) / f"p{i}.onnx")
-        files["torchvision fp32"] = save_onnx(tv, x, Path(tmp) / "tv.onnx")
+            files[name + " fp32"] = save_onnx(graph, x[:2], Path(tmp) / f"p{i}.onnx",
+                                              input_name="x")
+        files["torchvision fp32"] = save_onnx(tv, x[:2], Path(tmp) / "tv.onnx", input_name="x")
         for name in ("paper variant, export graph", "torchvision"):
             fp32 = files[name + " fp32"]
             for unsigned, kind in ((False, "int8 S8S8"), (True, "int8 U8S8")):

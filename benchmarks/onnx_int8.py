@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 import inception
 from inception import export
-from inception.bench import median_rates
 from inception.data import IMAGENET_MEAN, IMAGENET_STD, fashion_mnist
+from inception.timing import median_rates
 
 
 def time_paths(loaded: inception.LoadedModel, fp32: Path, int8: Path, x: torch.Tensor,

@@ -4,6 +4,7 @@
 >>> model = inception.googlenet()                     # the paper's network, aux heads included
 >>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5)
 >>> trained = inception.load("runs/fashion-mnist-20261125-101500")   # model, preprocessing, classes
+>>> inception.predict(trained, ["shirt.jpg"], topk=3)          # top classes of image files
 >>> ported = inception.from_torchvision("googlenet-1378be20.pth", transform_input=True)
 """
 
@@ -12,6 +13,7 @@ from inception.cost import table1_cost
 from inception.inference import optimize_for_inference
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet, googlenet_loss
 from inception.modules import AuxClassifier, ConvReLU, Inception
+from inception.predict import predict
 from inception.weights import LoadedModel, WeightsError, from_torchvision, load
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "googlenet_loss",
     "load",
     "optimize_for_inference",
+    "predict",
     "table1_cost",
 ]
 __version__ = "0.1.0"

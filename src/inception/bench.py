@@ -17,9 +17,7 @@ only (accuracy: `inception export --int8`). `int8` is what `inception export --i
 the form the performance issue quotes for torchvision.
 """
 
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,8 +28,9 @@ import torch.nn.functional as F
 
 from inception.config import GoogLeNetConfig
 from inception.cost import table1_cost
-from inception.devices import autocast, synchronize
+from inception.devices import autocast
 from inception.model import GoogLeNet, googlenet_loss
+from inception.timing import median_rates
 
 
 @dataclass
@@ -41,28 +40,6 @@ class Row:
     dtype: str
     macs: int  # multiply-adds per image (forward; x3 for a training step)
     peak_fraction: float | None = None
-
-
-def median_rates(paths: dict[str, Callable[[], Any]], batch: int, repeats: int,
-                 warmup: int = 1, device: torch.device | None = None) -> dict[str, float]:
-    """images/s of each path, alternated, median over `repeats` rounds. On a GPU each call is
-    followed by a synchronisation, so that its time is the work's and not the launch's."""
-    device = device or torch.device("cpu")
-
-    def call(fn: Callable[[], Any]) -> None:
-        fn()
-        synchronize(device)
-
-    for fn in paths.values():
-        for _ in range(warmup):
-            call(fn)
-    times: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(repeats):
-        for name, fn in paths.items():
-            t = time.perf_counter()
-            call(fn)
-            times[name].append(time.perf_counter() - t)
-    return {k: batch / statistics.median(v) for k, v in times.items()}
 
 
 @torch.no_grad()
@@ -104,27 +81,17 @@ def _torchvision(aux: bool, image_size: int) -> torch.nn.Module:
     return torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=True)
 
 
-def save_onnx(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:
-    """`model` exported to `path` with `torch.onnx.export` (dynamo), input "x" with a dynamic
-    batch, traced on the first two images of `x`."""
-    program = torch.onnx.export(model.eval(), (x[:2],), dynamo=True, verbose=False,
-                                input_names=["x"], external_data=False,
-                                dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
-    program.save(str(path), external_data=False)
-    return path
-
-
 def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path
                 ) -> dict[str, Callable[[], Any]]:
     """ORT fp32 and static INT8 sessions for each model, exported with torch.onnx (dynamo)."""
-    from inception.export import onnx_session, quantize_int8
+    from inception.export import onnx_session, quantize_int8, save_onnx
 
     calibration = torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0))
     paths = {}
     xn = x.numpy()
     for name, model in models.items():
         fp32, int8 = tmp / f"{name}-fp32.onnx", tmp / f"{name}-int8.onnx"
-        save_onnx(model, x, fp32)
+        save_onnx(model, x[:2], fp32, input_name="x")
         s8 = tmp / f"{name}-s8s8.onnx"
         quantize_int8(fp32, int8, calibration, input_name="x")
         quantize_int8(fp32, s8, calibration, input_name="x", unsigned_activations=False)

@@ -195,30 +195,14 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from torchvision.transforms import v2
-
-    from inception import evaluation
-    from inception.data import load_image
+    from inception.predict import PredictError, predict
 
     (model,) = _load_models([args.model], args.device)
-    to_tensor = v2.PILToTensor()
-    mode = "L" if model.channels == 1 else "RGB"
-    results = []
-    for path in args.images:
-        try:
-            image = to_tensor(load_image(path, mode,
-                                         evaluation.decode_side([model], args.crops)))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"IMAGE {path}: cannot read it as an image ({e})") from e
-        boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], args.crops,
-                                      model.image_size, resize=int(model.preprocessing["resize"]))
-        views = model.normalize(evaluation.extract_crops(image, boxes, model.image_size))
-        probs = evaluation.predict_probabilities([model], [views[None]],
-                                                 precision=args.precision)[0]
-        top = probs.topk(min(args.topk, len(model.classes)))
-        results.append({"image": path, "predictions": [
-            {"class": model.classes[i], "probability": round(p, 6)}
-            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]})
+    try:
+        results = predict(model, args.images, topk=args.topk, crops=args.crops,
+                          precision=args.precision)
+    except PredictError as e:
+        raise UsageError(str(e)) from e
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

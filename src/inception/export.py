@@ -88,21 +88,28 @@ def to_onnx_model(loaded: LoadedModel):
     """The model as an `onnx.ModelProto`, metadata included."""
     import onnx
 
-    model = _fused(loaded)
-    batch = torch.export.Dim("batch", min=1, max=65536)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        try:
-            program = torch.onnx.export(model, (_example(loaded),), dynamo=True, verbose=False,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                                        dynamic_shapes={"x": {0: batch}}, external_data=False,
-                                        optimize=True, report=False)
-            program.save(str(path), external_data=False)
-        except Exception as e:  # the exporter's own error types vary between versions
-            raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+        path = save_onnx(_fused(loaded), _example(loaded), Path(tmp) / "model.onnx")
         proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, metadata(loaded))
     return proto
+
+
+def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path,
+              input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME) -> Path:
+    """`model` written to `path` by `torch.onnx.export` (the torch.export-based exporter, graph
+    optimisation on), traced on `example`, with a dynamic batch dimension. The one place this
+    project calls the exporter (`inception export`, `inception bench`, the benchmarks)."""
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    try:
+        program = torch.onnx.export(model.eval(), (example,), dynamo=True, verbose=False,
+                                    input_names=[input_name], output_names=[output_name],
+                                    dynamic_shapes={"x": {0: batch}}, external_data=False,
+                                    optimize=True, report=False)
+        program.save(str(path), external_data=False)
+    except Exception as e:  # the exporter's own error types vary between versions
+        raise ExportError(f"torch.onnx.export failed: {type(e).__name__}: {e}") from e
+    return path
 
 
 def onnx_session(path: str | Path, threads: int | None = None):
@@ -218,7 +225,7 @@ def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibr
     """
     import onnx
 
-    from inception.bench import median_rates
+    from inception.timing import median_rates
 
     out = Path(out)
     tmp = _atomic_target(out)

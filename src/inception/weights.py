@@ -67,6 +67,11 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a normalised batch (`normalize`), as `model(x)` would give them; the
+        batch is moved to the model's device. For image files: `inception.predict`."""
+        return self.model(x.to(self.device))
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x C x H x W -> the float input the model was trained on, on the images'
         device."""
@@ -125,7 +130,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     on `device` ("cpu", "cuda", "auto": the GPU when there is one).
 
     >>> m = inception.load("runs/fashion-mnist-20261125-101500")
-    >>> m.classes[m.model(m.normalize(images)).argmax(1)]
+    >>> [m.classes[i] for i in m(m.normalize(images)).argmax(1)]
     """
     weights, meta_path = resolve_model_path(path)
     try:
