@@ -174,3 +174,19 @@ def test_reading_the_loss_less_often_changes_nothing(tmp_path, fashion_mnist, av
            [{k: v for k, v in r.items() if k not in TIMING} for r in b]
     assert (every.run_dir / "model.safetensors").read_bytes() == \
            (rarely.run_dir / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
+def test_compile_goes_through_dynamo_and_changes_nothing(tmp_path, fashion_mnist, monkeypatch):
+    """`compile=` traces the training forward with TorchDynamo (its eager backend here: Inductor
+    would compile C++ for minutes on this machine) and trains the same model."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    cfg = _small(subset=256, epochs=1, batch_size=128)
+    compiled = train(cfg, out=tmp_path / "compiled", progress=False, compile="default")
+    eager = train(cfg, out=tmp_path / "eager", progress=False)
+    assert (compiled.run_dir / "model.safetensors").read_bytes() == \
+           (eager.run_dir / "model.safetensors").read_bytes()
+    with pytest.raises(RunError, match="--compile fast: use one of"):
+        train(cfg, out=tmp_path / "bad", progress=False, compile="fast")

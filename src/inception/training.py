@@ -467,7 +467,8 @@ def train_one_epoch(model: GoogLeNet, batches: Iterator, optimizer: torch.optim.
     first reads the losses and brings `pos`'s loss sum, image count and time up to date (summed
     over ranks under DDP). `forward` is `TrainForward(model)`, its DDP wrapper or its compiled
     form."""
-    forward = forward or TrainForward(model)
+    if forward is None:  # not `or`: a compiled module has no truth value
+        forward = TrainForward(model)
     model.train()
     # pos holds totals over all ranks; rank 0 carries them on, the others add from zero.
     meter = LossMeter(*((pos.loss_sum, pos.seen) if ctx.main else (0.0, 0)))
