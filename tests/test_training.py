@@ -24,6 +24,14 @@ def _metrics(run_dir):
         return list(csv.DictReader(f))
 
 
+def _assert_same_run(a, b):
+    """The same metrics apart from timings, and the same model, byte for byte."""
+    untimed = [[{k: v for k, v in r.items() if k not in TIMING} for r in _metrics(d)]
+               for d in (a, b)]
+    assert untimed[0] == untimed[1]
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+
+
 @pytest.mark.slow
 def test_fashion_mnist_run_directory(tmp_path, fashion_mnist):
     run = train(_small(), out=tmp_path / "run", progress=False)
@@ -53,11 +61,7 @@ def test_resume_after_epoch_1_matches_an_uninterrupted_run(tmp_path, fashion_mni
     assert train(cfg, out=tmp_path / "cut", progress=False, stop_after=1) is None
     assert len(_metrics(tmp_path / "cut")) == 1
     resumed = train(cfg, out=tmp_path / "cut", progress=False, resume=True)
-    a, b = _metrics(full.run_dir), _metrics(resumed.run_dir)
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
-           [{k: v for k, v in r.items() if k not in TIMING} for r in b]
-    assert (full.run_dir / "model.safetensors").read_bytes() == \
-           (resumed.run_dir / "model.safetensors").read_bytes()
+    _assert_same_run(full.run_dir, resumed.run_dir)
 
 
 @pytest.mark.slow
@@ -169,11 +173,7 @@ def test_reading_the_loss_less_often_changes_nothing(tmp_path, fashion_mnist, av
     every = train(cfg, out=tmp_path / "every", progress=False, sync_every=1)
     rarely = train(cfg, out=tmp_path / "rarely", progress=False, sync_every=3,
                    checkpoint_every=5)
-    a, b = _metrics(every.run_dir), _metrics(rarely.run_dir)
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
-           [{k: v for k, v in r.items() if k not in TIMING} for r in b]
-    assert (every.run_dir / "model.safetensors").read_bytes() == \
-           (rarely.run_dir / "model.safetensors").read_bytes()
+    _assert_same_run(every.run_dir, rarely.run_dir)
 
 
 @pytest.mark.slow
@@ -186,7 +186,6 @@ def test_compile_goes_through_dynamo_and_changes_nothing(tmp_path, fashion_mnist
     cfg = _small(subset=256, epochs=1, batch_size=128)
     compiled = train(cfg, out=tmp_path / "compiled", progress=False, compile="default")
     eager = train(cfg, out=tmp_path / "eager", progress=False)
-    assert (compiled.run_dir / "model.safetensors").read_bytes() == \
-           (eager.run_dir / "model.safetensors").read_bytes()
+    _assert_same_run(compiled.run_dir, eager.run_dir)
     with pytest.raises(RunError, match="--compile fast: use one of"):
         train(cfg, out=tmp_path / "bad", progress=False, compile="fast")

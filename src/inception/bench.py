@@ -17,6 +17,8 @@ only (accuracy: `inception export --int8`). `int8` is what `inception export --i
 the form the performance issue quotes for torchvision.
 """
 
+from __future__ import annotations
+
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass

@@ -330,8 +330,8 @@ class Average(AveragedModel):
     torch's own `update_parameters` copies its step count to the parameters' device and the
     averaging functions turn it back into a Python number: a host synchronisation every step,
     which on a GPU stalls the queue of kernels. Here the count is a host integer (read once from
-    the `n_averaged` buffer, which is still kept for checkpoints) and each dtype group is updated
-    with the same fused foreach calls."""
+    the `n_averaged` buffer, which is still kept for checkpoints) and each dtype group goes to the
+    averaging function (`ema_multi_avg_fn`, `mean_multi_avg_fn`) with that count."""
 
     def __init__(self, model: nn.Module, multi_avg_fn: Callable[[list, list, int], None]) -> None:
         super().__init__(model, multi_avg_fn=multi_avg_fn, use_buffers=True)
