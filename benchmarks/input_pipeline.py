@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inception.data import IMAGENET_MEAN, IMAGENET_STD, ImageFolderDataset
+from inception.data import ImageFolderDataset
+from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from inception.timing import median_rates
 from inception.transforms import (
     decode_side,

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 import inception
 from inception import export
-from inception.data import IMAGENET_MEAN, IMAGENET_STD, fashion_mnist
+from inception.data import fashion_mnist
+from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from inception.timing import median_rates
 
 

@@ -68,7 +68,7 @@ def image_folder(tmp_path_factory, fashion_mnist):
 def fashion_run(tmp_path_factory, fashion_mnist):
     """A briefly trained Fashion-MNIST run directory (width 0.25, 2048 images, 2 epochs)."""
     from inception.recipes import get_recipe
-    from inception.training import train
+    from inception.train import train
 
     cfg = get_recipe("fashion-mnist").replace(width=0.25, subset=2048, epochs=2, batch_size=64,
                                               workers=0)
@@ -80,7 +80,7 @@ def fashion_run(tmp_path_factory, fashion_mnist):
 def folder_run(tmp_path_factory, image_folder):
     """A briefly trained run on the mixed image-folder fixture (3 classes, RGB, 32 px)."""
     from inception.recipes import get_recipe
-    from inception.training import train
+    from inception.train import train
 
     cfg = get_recipe("fashion-mnist").replace(width=0.25, epochs=2, batch_size=16, workers=0,
                                               augment="folder", in_chans=3, image_size=32)

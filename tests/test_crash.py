@@ -115,8 +115,8 @@ def test_kill_during_checkpoint_write_leaves_the_run_resumable(tmp_path, referen
 # after the run directory and config.json exist, before anything else does.
 KILL_AT_FIRST_SAVE = """
 import os, signal, sys
-from inception import training
-training.atomic_save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from inception.train import checkpoint
+checkpoint.atomic_save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 from inception.cli import main
 sys.exit(main(sys.argv[1:]))
 """

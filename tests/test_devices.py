@@ -10,10 +10,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode, unset_fake_temporarily
 from torch.optim import swa_utils
 
 from inception import data as data_lib
-from inception import training
 from inception.devices import DeviceError, resolve_device, to_device
 from inception.model import GoogLeNet
 from inception.recipes import get_recipe
+from inception.train import engine, loaders, optim
 
 
 def test_resolve_device():
@@ -32,7 +32,7 @@ def test_to_device_keeps_tensors_already_there():
 
 
 class _HostReads:
-    """A stand-in for `training.host` on fake tensors: counts the reads and answers each with
+    """A stand-in for `engine.host` on fake tensors: counts the reads and answers each with
     zeros of the right shape (a fake tensor has no values to read)."""
 
     def __init__(self) -> None:
@@ -62,7 +62,7 @@ def test_an_epoch_and_its_evaluation_run_on_fake_cuda_tensors(monkeypatch, avera
                                               averaging=averaging, precision="bf16")
     cuda = torch.device("cuda")
     reads = _HostReads()
-    monkeypatch.setattr(training, "host", reads)
+    monkeypatch.setattr(engine, "host", reads)
     monkeypatch.setattr(torch.Tensor, "backward", lambda self, *args, **kwargs: None)
     monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *args, **kwargs: self)
     # AveragedModel deep-copies the model; copies of fake tensors crash the garbage collector
@@ -73,22 +73,25 @@ def test_an_epoch_and_its_evaluation_run_on_fake_cuda_tensors(monkeypatch, avera
     mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
     polls = []
     with FakeTensorMode(allow_non_fake_inputs=True):
-        train_batches = training._tensor_batches(split, 8, cfg, mean, std, True, device=cuda)
-        val_batches = training._tensor_batches(split, 8, cfg, mean, std, False, device=cuda)
+        train_batches = loaders.tensor_batches(split, 8, cfg, mean, std, True, device=cuda)
+        val_batches = loaders.tensor_batches(split, 8, cfg, mean, std, False, device=cuda)
         model = _cuda_model(cfg.model)
-        optimizer = training.make_optimizer(model, cfg)
-        scheduler = training.make_scheduler(optimizer, cfg, train_batches.num_batches)
-        average = training.make_average(model, cfg)
-        pos = training.Position()
-        training.train_one_epoch(
-            model, train_batches.epoch(0).batches, optimizer, scheduler, cfg, cuda, average,
-            0, pos, after_step=lambda sync, poll: polls.append(poll), sync_every=2)
-        sums = training.evaluation_sums(average.module, val_batches.epoch(0).batches, 10, cfg,
-                                        cuda)
+        optimizer = optim.make_optimizer(model, cfg)
+        scheduler = optim.make_scheduler(optimizer, cfg, train_batches.num_batches)
+        trainer = engine.Trainer(model, optimizer, scheduler, cfg, cuda,
+                                 optim.make_average(model, cfg), sync_every=2)
+        pos = engine.Position()
+        for poll in trainer.steps(train_batches.epoch(0).batches, pos):
+            polls.append(poll)
+            if len(polls) == 3:
+                trainer.sync(pos)  # what a checkpoint does between steps
+        tally = engine.evaluation_tally(trainer.average.module, val_batches.epoch(0).batches,
+                                        10, cfg, cuda)
     assert pos.step == 5 and polls == [False, True, False, True, False]
-    assert reads.calls == 3  # the losses of steps 1-2 and 3-4, then step 5 at the epoch's end
-    loss_sum, top5, confusion, n = sums
-    assert n == 40 and all(t.device.type == "cuda" for t in (loss_sum, top5, confusion))
+    # The losses of steps 1-2, then step 3 at the checkpoint, 4, and 5 at the epoch's end.
+    assert reads.calls == 4
+    assert tally.images == 40
+    assert all(t.device.type == "cuda" for t in (tally.loss_sum, tally.top5, tally.confusion))
 
 
 def test_the_loss_sum_does_not_depend_on_how_often_it_is_read():
@@ -98,7 +101,7 @@ def test_the_loss_sum_does_not_depend_on_how_often_it_is_read():
     for loss, n in zip(losses, sizes, strict=True):
         total += loss.double() * n
     for every in (1, 3, 7):
-        meter = training.LossMeter()
+        meter = engine.LossMeter()
         for step, (loss, n) in enumerate(zip(losses, sizes, strict=True), 1):
             meter.add(loss, n)
             if step % every == 0:
@@ -108,7 +111,7 @@ def test_the_loss_sum_does_not_depend_on_how_often_it_is_read():
 
 
 def test_a_nan_is_reported_at_its_own_step():
-    meter = training.LossMeter()
+    meter = engine.LossMeter()
     for loss in (1.0, float("nan"), 2.0):
         meter.add(torch.tensor(loss), 4)
     assert meter.read(12) == 3
@@ -131,8 +134,8 @@ def test_the_average_is_torchs_average_bit_for_bit_on_the_cpu(averaging):
     cfg = get_recipe("fashion-mnist").replace(averaging=averaging, ema_decay=0.9)
     model = _bn_model()
     model(torch.randn(2, 3, 5, 5))  # materialise the lazy layer
-    ours = training.make_average(model, cfg)
-    fn = training.ema_multi_avg_fn(0.9) if averaging == "ema" else None
+    ours = optim.make_average(model, cfg)
+    fn = optim.ema_multi_avg_fn(0.9) if averaging == "ema" else None
     theirs = AveragedModel(model, multi_avg_fn=fn, use_buffers=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(12):

@@ -85,7 +85,7 @@ def test_a_checkpoint_resumes_under_another_world_size(tmp_path, single, first, 
 def test_sync_bn_is_refused_where_pytorch_cannot_do_it(caplog):
     from inception import googlenet
     from inception.recipes import get_recipe
-    from inception.training import RunError, sync_batch_norm
+    from inception.train.run import RunError, sync_batch_norm
 
     cfg = get_recipe("fashion-mnist").replace(sync_bn=True, width=0.25)
     model = googlenet(cfg.model)

@@ -7,7 +7,7 @@ import torch
 import inception
 from inception import export
 from inception.cli import main
-from inception.data import IMAGENET_MEAN, IMAGENET_STD
+from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_onnx_paper_variant_matches_pytorch(tmp_path, image_folder):

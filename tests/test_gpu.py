@@ -79,11 +79,11 @@ def test_short_training_run_on_the_gpu(tmp_path, fashion_mnist):
 
 def test_the_loop_never_waits_for_the_gpu_between_reads(fashion_mnist, monkeypatch):
     """One epoch under CUDA's sync debug mode: any synchronising call (`.item()`, a pageable
-    copy, bincount...) raises, except the loss reads that `training.host` makes on purpose."""
+    copy, bincount...) raises, except the loss reads that `engine.host` makes on purpose."""
     from inception import data as data_lib
-    from inception import training
     from inception.model import GoogLeNet
     from inception.recipes import get_recipe
+    from inception.train import engine, loaders, optim
 
     def host(t):
         torch.cuda.set_sync_debug_mode(0)
@@ -92,28 +92,29 @@ def test_the_loop_never_waits_for_the_gpu_between_reads(fashion_mnist, monkeypat
         finally:
             torch.cuda.set_sync_debug_mode("error")
 
-    monkeypatch.setattr(training, "host", host)
+    monkeypatch.setattr(engine, "host", host)
     cfg = get_recipe("fashion-mnist").replace(width=0.25, batch_size=128)
     cuda = torch.device("cuda")
     train, test = fashion_mnist
     mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
-    batches = training._tensor_batches(train.subset(1280), 128, cfg, mean, std, True, device=cuda)
-    val = training._tensor_batches(test.subset(512), 256, cfg, mean, std, False, device=cuda)
+    batches = loaders.tensor_batches(train.subset(1280), 128, cfg, mean, std, True, device=cuda)
+    val = loaders.tensor_batches(test.subset(512), 256, cfg, mean, std, False, device=cuda)
     model = GoogLeNet(cfg.model).to(cuda, memory_format=torch.channels_last)
-    optimizer = training.make_optimizer(model, cfg)
-    scheduler = training.make_scheduler(optimizer, cfg, batches.num_batches)
-    average = training.make_average(model, cfg)
-    pos = training.Position()
+    optimizer = optim.make_optimizer(model, cfg)
+    scheduler = optim.make_scheduler(optimizer, cfg, batches.num_batches)
+    trainer = engine.Trainer(model, optimizer, scheduler, cfg, cuda,
+                             optim.make_average(model, cfg), sync_every=4)
+    pos = engine.Position()
     epoch = batches.epoch(0)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        training.train_one_epoch(model, epoch.batches, optimizer, scheduler, cfg, cuda,
-                                 average, 0, pos, sync_every=4)
-        sums = training.evaluation_sums(average.module, val.epoch(0).batches, 10, cfg, cuda)
+        engine.train_one_epoch(trainer, epoch.batches, pos)
+        tally = engine.evaluation_tally(trainer.average.module, val.epoch(0).batches, 10, cfg,
+                                        cuda)
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert pos.step == 10 and pos.seen == 1280 and sums[3] == 512
+    assert pos.step == 10 and pos.seen == 1280 and tally.images == 512
 
 
 def test_a_run_stopped_mid_epoch_resumes_with_the_gpu_generator(tmp_path, fashion_mnist,
@@ -124,28 +125,30 @@ def test_a_run_stopped_mid_epoch_resumes_with_the_gpu_generator(tmp_path, fashio
     import os
     import signal
 
-    from inception import training
     from inception.recipes import get_recipe
+    from inception.train import Interrupted, train
+    from inception.train.checkpoint import load_checkpoint
+    from inception.train.engine import LossMeter
 
     cfg = get_recipe("fashion-mnist").replace(width=0.25, subset=1024, epochs=2, batch_size=128)
     kw = dict(device="cuda", progress=False, data_dir=DATA_DIR[1] if DATA_DIR else None,
               sync_every=2, checkpoint_every=None)
-    full = training.train(cfg, out=tmp_path / "full", **kw)
-    real = training.LossMeter.read
+    full = train(cfg, out=tmp_path / "full", **kw)
+    real = LossMeter.read
 
     def read(self, step):
         if step == 10:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(self, step)
 
-    monkeypatch.setattr(training.LossMeter, "read", read)
-    with pytest.raises(training.Interrupted):
-        training.train(cfg, out=tmp_path / "cut", **kw)
-    ckpt = training.load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    monkeypatch.setattr(LossMeter, "read", read)
+    with pytest.raises(Interrupted):
+        train(cfg, out=tmp_path / "cut", **kw)
+    ckpt = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert ckpt["position"]["step"] == 10 and ckpt["position"]["batch"] == 2
     assert isinstance(ckpt["gpu_rng"], torch.Tensor)
-    monkeypatch.setattr(training.LossMeter, "read", real)
-    resumed = training.train(cfg, out=tmp_path / "cut", resume=True, **kw)
+    monkeypatch.setattr(LossMeter, "read", real)
+    resumed = train(cfg, out=tmp_path / "cut", resume=True, **kw)
     assert abs(resumed.results["test_top1"] - full.results["test_top1"]) < 2.0
 
 

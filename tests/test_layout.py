@@ -71,6 +71,61 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_no_import_cycles_between_modules():
     graph = import_graph()
-    assert {"inception.training", "inception.export", "inception.cli"} <= graph.keys()
+    assert {"inception.train.run", "inception.export", "inception.cli"} <= graph.keys()
     assert "inception.timing" in graph["inception.export"]  # lazy imports count
     assert cycles(graph) == []
+
+
+def readme_layout() -> list[str]:
+    """The modules of README's "Layout" list, in its order (`recipes/` stands for its package)."""
+    readme = (ROOT.parents[1] / "README.md").read_text()
+    block = readme.split("```\nsrc/inception/\n", 1)[1].split("```", 1)[0]
+    order, package = [], None
+    for line in block.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        if line.startswith("  ") and not line.startswith("   ") and name:
+            package = name.rstrip("/") if name.endswith("/") else None
+            if name.endswith(".py") or name == "recipes/":
+                order.append("inception." + name.removesuffix(".py").rstrip("/"))
+        elif line.startswith("    ") and name.endswith(".py") and package:
+            order.append(f"inception.{package}.{name.removesuffix('.py')}")
+        elif not line.startswith("  "):
+            break
+    return order
+
+
+def test_every_module_imports_only_modules_above_it_in_the_readme():
+    order = readme_layout()
+    graph = import_graph()
+
+    def listed(module: str) -> str:
+        if module == "inception.train":  # its __init__ re-exports train.run's names
+            return "inception.train.run"
+        return "inception.recipes" if module.startswith("inception.recipes") else module
+
+    assert {listed(m) for m in graph} - {"inception.__main__"} == set(order)
+    for module, deps in graph.items():
+        if module == "inception.__main__":
+            continue
+        above = set(order[:order.index(listed(module))]) | {listed(module)}
+        below = {listed(d) for d in deps} - above
+        assert not below, f"{module} imports {sorted(below)}, listed below it in README"
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            yield node
+
+
+def test_no_library_file_or_function_is_too_long():
+    """Files of about 400 lines at most (cost.py and train/run.py run a little over) and
+    functions of at most 60, so that each reads in one sitting."""
+    long_files, long_functions = [], []
+    for path in ROOT.rglob("*.py"):
+        text = path.read_text()
+        if text.count("\n") > 430:
+            long_files.append(path.name)
+        long_functions += [f"{path.name}:{f.name}" for f in _functions(ast.parse(text))
+                           if f.end_lineno - f.lineno + 1 > 60]
+    assert long_files == [] and long_functions == []

@@ -5,7 +5,7 @@ import torch
 
 from inception import ConfigError, googlenet
 from inception.recipes import RECIPES, get_recipe
-from inception.training import ema_multi_avg_fn, make_average, make_optimizer, make_scheduler
+from inception.train.optim import ema_multi_avg_fn, make_average, make_optimizer, make_scheduler
 
 
 @pytest.fixture
@@ -77,24 +77,24 @@ def test_ema_arithmetic_with_warmup():
 
 def test_training_loss_uses_the_aux_weight(monkeypatch):
     """The training step passes the config's aux weight (0.3) to the loss."""
-    from inception import training
+    from inception.train import engine
 
     seen = []
-    real = training.googlenet_loss
+    real = engine.googlenet_loss
 
     def spy(output, target, aux_weight, label_smoothing):
         seen.append(aux_weight)
         return real(output, target, aux_weight, label_smoothing)
 
-    monkeypatch.setattr(training, "googlenet_loss", spy)
+    monkeypatch.setattr(engine, "googlenet_loss", spy)
     cfg = get_recipe("paper").replace(stem="small", image_size=32, width=0.25, num_classes=3,
                                       precision="fp32")
     model = googlenet(cfg.model)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, 1)
     batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
-    training.train_one_epoch(model, iter(batches), opt, sched, cfg, torch.device("cpu"), None,
-                             0, training.Position())
+    trainer = engine.Trainer(model, opt, sched, cfg, torch.device("cpu"))
+    engine.train_one_epoch(trainer, iter(batches), engine.Position())
     assert seen == [0.3]
 
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from inception import data as data_lib
-from inception.config import ConfigError, TrainConfig
+from inception.config import ConfigError
 from inception.recipes import get_recipe
-from inception.training import RunError, load_latest_checkpoint, train
+from inception.train import RunError, TrainConfig, train
+from inception.train.checkpoint import load_latest_checkpoint
 
 
 def _jpeg_bytes(size=(40, 30), mode="RGB") -> bytes:
@@ -160,15 +161,15 @@ def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist
     """Also when the loss is read only every 4 steps (as on a GPU): the checkpoint due at step 6,
     between two reads, reads steps 5-6 first, finds the NaN of step 5 and never saves the
     poisoned weights."""
-    from inception import training
+    from inception.train import engine
 
     cfg = get_recipe("fashion-mnist").replace(subset=256, batch_size=64, width=0.25, epochs=3,
                                               workers=0)
     out = tmp_path / "run"
     assert train(cfg, out=out, progress=False, stop_after=1) is None  # 4 steps an epoch
     before = (out / "checkpoints" / "last.pt").read_bytes()
-    real = training.googlenet_loss
-    monkeypatch.setattr(training, "googlenet_loss",
+    real = engine.googlenet_loss
+    monkeypatch.setattr(engine, "googlenet_loss",
                         lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(RunError, match="the loss became nan at step 5;"):
         train(cfg, out=out, progress=False, resume=True, checkpoint_every=2,

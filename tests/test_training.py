@@ -9,7 +9,9 @@ from inception import googlenet
 from inception.cli import main
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.recipes import get_recipe
-from inception.training import METRIC_COLUMNS, RunError, load_checkpoint, train
+from inception.train import RunError, train
+from inception.train.checkpoint import load_checkpoint
+from inception.train.rundir import METRIC_COLUMNS
 
 TIMING = {"wall_s", "images_per_s"}
 
@@ -110,7 +112,7 @@ def test_cli_train_errors_are_one_line(tmp_path, capsys):
 
 
 def test_config_file_toml_and_yaml(tmp_path):
-    from inception.cli import build_parser, train_config_from_arguments
+    from inception.flags import build_parser, train_config_from_arguments
 
     toml = tmp_path / "c.toml"
     toml.write_text('epochs = 3\nlr = 0.05\n[model]\nwidth = 0.5\n')

@@ -123,3 +123,18 @@ def test_load_refuses_broken_model_files(tmp_path, fashion_run):
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="do not fit the model config"):
         inception.load(weights)
+
+
+def test_an_old_model_json_without_the_newer_preprocessing_keys_loads(tmp_path, fashion_run):
+    """Run directories written before `channels`, `image_size` and `interpolation` were stored
+    still load, with the values those runs used."""
+    import json
+    import shutil
+
+    meta = json.loads((fashion_run / "model.json").read_text())
+    for key in ("channels", "image_size", "interpolation"):
+        del meta["preprocessing"][key]
+    shutil.copy(fashion_run / "model.safetensors", tmp_path / "model.safetensors")
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    old, new = inception.load(tmp_path), inception.load(fashion_run)
+    assert old.preprocessing == new.preprocessing and old.channels == 1

@@ -35,7 +35,6 @@ FASHION_MNIST_FILES = {
 }
 # The training set's per-pixel mean and std, for [0, 1] inputs.
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
 
@@ -120,6 +119,24 @@ def _split(images: Path, labels: Path) -> TensorSplit:
     if len(x) != len(y):
         raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
     return TensorSplit(x, y)
+
+
+class LabelledImages(Dataset):
+    """uint8 C x H x W images with their labels, from an in-memory split (`images`, `labels`) or
+    an image folder (`folder`, a dataset of (image, label) or `Skipped`): what evaluation and
+    export cut their crops from."""
+
+    def __init__(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 folder: Dataset | None = None) -> None:
+        self.images, self.labels, self.folder = images, labels, folder
+
+    def __len__(self) -> int:
+        return len(self.folder) if self.folder is not None else len(self.labels)
+
+    def __getitem__(self, i: int):
+        if self.folder is not None:
+            return self.folder[i]
+        return self.images[i], int(self.labels[i])
 
 
 class TensorImageDataset(Dataset):

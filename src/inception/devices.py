@@ -11,10 +11,12 @@ import contextlib
 
 import torch
 
-from inception.config import DEVICE_CHOICES, ConfigError
+from inception.config import ConfigError
 
 __all__ = ["DEVICE_CHOICES", "DeviceError", "autocast", "resolve_device", "synchronize",
            "to_device"]
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")  # `--device` of every command
 
 
 class DeviceError(ConfigError):

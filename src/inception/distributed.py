@@ -49,6 +49,9 @@ class Context:
         return self.group or self.world > 1
 
 
+SINGLE = Context()  # one process, no process group
+
+
 def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -36,7 +36,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from inception.data import Skipped, collate_skipping
+from inception.data import LabelledImages, Skipped, collate_skipping
+from inception.metrics import Tally, per_class_top1, summarize
 from inception.weights import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -146,22 +147,6 @@ def extract_crops(image: torch.Tensor, crops: Sequence[Crop], size: int) -> torc
 
 # -- data -----------------------------------------------------------------------------------------
 
-class _Images(Dataset):
-    """uint8 C x H x W images with labels, from an in-memory split or an image folder."""
-
-    def __init__(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                 folder: Dataset | None = None) -> None:
-        self.images, self.labels, self.folder = images, labels, folder
-
-    def __len__(self) -> int:
-        return len(self.folder) if self.folder is not None else len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        if self.folder is not None:
-            return self.folder[i]
-        return self.images[i], int(self.labels[i])
-
-
 def _views(images: torch.Tensor, models: Sequence[LoadedModel], crops: int
            ) -> tuple[torch.Tensor, ...]:
     """Normalised crops of one image (C x H x W) or a batch of one size (N x C x H x W), for
@@ -169,7 +154,7 @@ def _views(images: torch.Tensor, models: Sequence[LoadedModel], crops: int
     views = []
     for m in models:
         boxes = crop_boxes(images.shape[-1], images.shape[-2], crops, m.image_size,
-                           resize=int(m.preprocessing["resize"]))
+                           resize=m.preprocessing.resize)
         views.append(m.normalize(extract_crops(images, boxes, m.image_size)))
     return tuple(views)
 
@@ -197,7 +182,7 @@ def view_batches(images: Dataset, models: Sequence[LoadedModel], crops: int, bat
     """(views per model, labels) batches. Images held in memory at one size are cropped a whole
     batch at a time, on `device` (default: the CPU); image folders image by image in DataLoader
     workers, on the CPU."""
-    if isinstance(images, _Images) and images.images is not None:
+    if isinstance(images, LabelledImages) and images.images is not None:
         for i in range(0, len(images), batch_size):
             batch = images.images[i:i + batch_size].to(device or "cpu", non_blocking=True)
             yield _views(batch, models, crops), images.labels[i:i + batch_size]
@@ -211,11 +196,11 @@ def view_batches(images: Dataset, models: Sequence[LoadedModel], crops: int, bat
             yield batch
 
 
-def decode_side(models: Sequence[LoadedModel], crops: int = 144) -> int:
-    """The shorter side images may be decoded at (`data.load_image`'s `min_side`) for `crops`
-    crops of every model: the largest scale the crops are cut from."""
+def largest_scale(models: Sequence[LoadedModel], crops: int = 144) -> int:
+    """The largest shorter side that `crops` crops of any of `models` are cut from: images may
+    be decoded that small (`data.load_image`'s `min_side`) and lose nothing."""
     top = PAPER_SCALES[-1] / PAPER_SCALES[0] if crops == 144 else 1.0
-    return max(_half_up(int(m.preprocessing["resize"]) * top) for m in models)
+    return max(_half_up(m.preprocessing.resize * top) for m in models)
 
 
 def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = None,
@@ -235,16 +220,16 @@ def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = N
         _, test = data_lib.fashion_mnist(data_dir)
         test = test.subset(subset)
         images = test.images if channels == 1 else test.images.expand(-1, channels, -1, -1)
-        return _Images(images, test.labels), "test"
+        return LabelledImages(images, test.labels), "test"
     _, val_dir, folder_classes = data_lib.image_folder_splits(data)
     if folder_classes != list(classes):
         raise data_lib.DataError(f"DATA {data}: its classes {folder_classes} are not the model's "
                                  f"{list(classes)}")
     folder = data_lib.ImageFolderDataset(val_dir, folder_classes, v2.PILToTensor(), channels,
-                                         min_side=decode_side(models))
+                                         min_side=largest_scale(models))
     if subset is not None:
         folder = torch.utils.data.Subset(folder, range(min(subset, len(folder))))
-    return _Images(folder=folder), "val"
+    return LabelledImages(folder=folder), "val"
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -279,9 +264,7 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
                              f"{models[0].path}'s; an ensemble needs models of one task")
     images, split = eval_images(data, models, subset, data_dir)
     batch_size = batch_size or max(1, 1000 // crops)
-    num_classes = len(classes)
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    top5, nll, n = 0, 0.0, 0
+    tally = Tally(len(classes))
     bar = None
     if progress:
         from tqdm import tqdm
@@ -291,26 +274,23 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
     for views, labels in view_batches(images, models, crops, batch_size, workers,
                                       models[0].device):
         probs = predict_probabilities(models, views, precision=precision)
-        k = min(5, num_classes)
-        top5 += (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1).sum().item()
-        nll -= probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum().item()
-        confusion += torch.bincount(labels * num_classes + probs.argmax(1),
-                                    minlength=num_classes**2).view(num_classes, num_classes)
-        n += len(labels)
+        nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log().sum()
+        tally.add(probs, labels, nll)
         if bar is not None:
             bar.update(len(labels))
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
-    per_class = confusion.diag().float() / confusion.sum(1).clamp(min=1).float() * 100
-    top1 = 100.0 * confusion.diag().sum().item() / n
+    n = tally.images
+    summary = summarize(*tally.totals())
+    top1, top5, confusion = summary["top1"], summary["top5"], summary["confusion"]
     return {
         "split": split, "images": n, "models": len(models), "crops": crops,
         "cost": len(models) * crops,
-        "top1": round(top1, 4), "top5": round(100.0 * top5 / n, 4),
-        "top1_error": round(100.0 - top1, 4), "top5_error": round(100.0 - 100.0 * top5 / n, 4),
-        "loss": round(nll / n, 6),
-        "per_class_top1": {c: round(p, 2) for c, p in zip(classes, per_class.tolist(),
+        "top1": round(top1, 4), "top5": round(top5, 4),
+        "top1_error": round(100.0 - top1, 4), "top5_error": round(100.0 - top5, 4),
+        "loss": round(summary["loss"], 6),
+        "per_class_top1": {c: round(p, 2) for c, p in zip(classes, per_class_top1(confusion),
                                                           strict=True)},
         "confusion": confusion.tolist(),
         "images_per_s": round(n / seconds, 1), "precision": precision,
@@ -334,7 +314,7 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def save_confusion(path: Path, result: dict[str, Any]) -> Path:
-    from inception.training import plot_confusion
+    from inception.plots import plot_confusion
 
     plot_confusion(path, torch.tensor(result["confusion"]), list(result["per_class_top1"]),
                    f"confusion matrix ({result['split']}, {result['models']} model(s) x "

@@ -52,7 +52,7 @@ def metadata(loaded: LoadedModel) -> dict[str, str]:
     """What travels inside an exported file: config, preprocessing, classes (JSON strings)."""
     return {
         "inception.model": json.dumps(loaded.config.to_dict()),
-        "inception.preprocessing": json.dumps(loaded.preprocessing),
+        "inception.preprocessing": json.dumps(loaded.preprocessing.to_dict()),
         "inception.classes": json.dumps(loaded.classes),
         "inception.source": json.dumps({k: v for k, v in loaded.meta.items()
                                         if isinstance(v, str | int | float)}),
@@ -134,7 +134,7 @@ def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = No
     """(normalised images, labels): the first `n` images of the model's own data, `split` "train"
     (calibration) or "eval" (checks), each with the model's 1-crop preprocessing."""
     from inception import data as data_lib
-    from inception.evaluation import _Images, decode_side, eval_images, view_batches
+    from inception.evaluation import eval_images, largest_scale, view_batches
 
     data = data or loaded.meta.get("data", "fashion-mnist")
     if split == "eval":
@@ -142,16 +142,18 @@ def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = No
     elif data == "fashion-mnist":
         train, _ = data_lib.fashion_mnist(data_dir)
         train = train.subset(n)
-        images = _Images(train.images.expand(-1, loaded.channels, -1, -1), train.labels)
+        images = data_lib.LabelledImages(train.images.expand(-1, loaded.channels, -1, -1),
+                                         train.labels)
     else:
         from torchvision.transforms import v2
 
         train_dir, _, classes = data_lib.image_folder_splits(data)
         folder = data_lib.ImageFolderDataset(train_dir, classes, v2.PILToTensor(),
-                                             loaded.channels, decode_side([loaded], crops=1))
+                                             loaded.channels, largest_scale([loaded], crops=1))
         # Spread calibration images over the classes: ImageFolder lists them class by class.
         step = max(1, len(folder) // n)
-        images = _Images(folder=torch.utils.data.Subset(folder, range(0, len(folder), step)[:n]))
+        subset = torch.utils.data.Subset(folder, range(0, len(folder), step)[:n])
+        images = data_lib.LabelledImages(folder=subset)
     xs, ys = zip(*view_batches(images, [loaded], crops=1, batch_size=256), strict=True)
     return torch.cat([x[0].flatten(0, 1) for x in xs]), torch.cat(ys)
 

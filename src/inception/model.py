@@ -20,12 +20,10 @@ from torch import nn
 
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.modules import AuxClassifier, ConvReLU, Inception, local_response_norm
+from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from inception.table1 import AUX_TAPS, TABLE1, Row
 
 CLASSIFIER_INIT_STD = 0.01
-# torchvision's ImageNet normalisation, which `transform_input` undoes (see GoogLeNetConfig).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class GoogLeNetOutput(NamedTuple):

@@ -31,7 +31,7 @@ def predict(model: LoadedModel, images: Sequence[str | Path], topk: int = 5, cro
 
     to_tensor = v2.PILToTensor()
     mode = "L" if model.channels == 1 else "RGB"
-    side = evaluation.decode_side([model], crops)
+    side = evaluation.largest_scale([model], crops)
     results = []
     for path in images:
         try:
@@ -39,7 +39,7 @@ def predict(model: LoadedModel, images: Sequence[str | Path], topk: int = 5, cro
         except (OSError, ValueError, ImageError) as e:
             raise PredictError(f"IMAGE {path}: cannot read it as an image ({e})") from e
         boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], crops, model.image_size,
-                                      resize=int(model.preprocessing["resize"]))
+                                      resize=model.preprocessing.resize)
         views = model.normalize(evaluation.extract_crops(image, boxes, model.image_size))
         probs = evaluation.predict_probabilities([model], [views[None]], precision=precision)[0]
         top = probs.topk(min(topk, len(model.classes)))

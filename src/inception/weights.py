@@ -21,6 +21,7 @@ from torch import nn
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.devices import resolve_device
 from inception.model import GoogLeNet
+from inception.preprocessing import Preprocessing, PreprocessingError
 from inception.torchvision_compat import to_torchvision_key
 
 MODEL_FILE, META_FILE = "model.safetensors", "model.json"
@@ -32,14 +33,19 @@ class WeightsError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A model ready for inference, with everything needed to feed it and read its output."""
+    """A model ready for inference, with everything needed to feed it and read its output.
+    `preprocessing` may be given as `model.json`'s dict; it is kept as a `Preprocessing`."""
 
     model: GoogLeNet
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     classes: list[str]
     path: Path
     meta: dict[str, Any] = field(default_factory=dict)
     _runners: dict[str, nn.Module] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preprocessing, dict):
+            self.preprocessing = Preprocessing.from_dict(self.preprocessing)
 
     @property
     def config(self) -> GoogLeNetConfig:
@@ -47,11 +53,11 @@ class LoadedModel:
 
     @property
     def image_size(self) -> int:
-        return int(self.preprocessing["crop"])
+        return self.preprocessing.crop
 
     @property
     def channels(self) -> int:
-        return int(self.preprocessing.get("channels", self.config.in_chans))
+        return self.preprocessing.channels
 
     def runner(self, precision: str = "fp32") -> nn.Module:
         """The inference-only form of the model (`optimize_for_inference`) in `precision`
@@ -75,9 +81,7 @@ class LoadedModel:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 N x C x H x W -> the float input the model was trained on, on the images'
         device."""
-        mean = torch.tensor(self.preprocessing["mean"], device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.preprocessing["std"], device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255 - mean) / std
+        return self.preprocessing.normalize(images)
 
 
 def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
@@ -136,8 +140,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     try:
         meta = json.loads(meta_path.read_text())
         config = GoogLeNetConfig.from_dict(meta["model"])
-        preprocessing, classes = meta["preprocessing"], list(meta["classes"])
-    except (OSError, ValueError, KeyError, TypeError, ConfigError) as e:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        classes = list(meta["classes"])
+    except (OSError, ValueError, KeyError, TypeError, ConfigError, PreprocessingError) as e:
         raise WeightsError(f"{meta_path}: not a valid {META_FILE} ({e})") from e
     if len(classes) != config.num_classes:
         raise WeightsError(f"{meta_path}: {len(classes)} class names for a "

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from inception.config import ConfigError, TrainConfig
+from inception.config import ConfigError
 from inception.recipes import fashion_mnist, finetune, paper
+from inception.train.config import TrainConfig
 
 RECIPES: dict[str, Callable[[], TrainConfig]] = {
     "paper": paper.recipe,

@@ -14,7 +14,8 @@ result and cost (one run, seed 0, same machine, 2 threads): test top-1 95.50% (9
 (BENCHMARKS.md, "The longer recipe").
 """
 
-from inception.config import GoogLeNetConfig, TrainConfig
+from inception.config import GoogLeNetConfig
+from inception.train.config import TrainConfig
 
 # Fashion-MNIST is 28x28 grayscale: the small stem keeps 3a at 14x14 (see GoogLeNetConfig.stem).
 FASHION_MNIST_MODEL = GoogLeNetConfig(

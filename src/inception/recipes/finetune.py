@@ -14,7 +14,8 @@ machine). The tests fine-tune from a randomly initialised torchvision model save
 checks the plumbing, not the accuracy.
 """
 
-from inception.config import GoogLeNetConfig, TrainConfig
+from inception.config import GoogLeNetConfig
+from inception.train.config import TrainConfig
 
 
 def recipe() -> TrainConfig:

@@ -18,7 +18,8 @@ What is not in the paper and comes from Caffe's `bvlc_googlenet` solver, which w
 first author's help: base learning rate 0.01 at batch 32, weight decay 2e-4, 250 epochs.
 """
 
-from inception.config import GoogLeNetConfig, TrainConfig
+from inception.config import GoogLeNetConfig
+from inception.train.config import TrainConfig
 
 
 def recipe() -> TrainConfig:

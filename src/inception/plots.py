@@ -1,0 +1,105 @@
+"""Every figure the package draws, with matplotlib's file-only Agg backend: the training curves
+and confusion matrix of a run directory, `inception eval`'s confusion matrix and `inception
+summary --plot`'s per-row cost of Table 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from inception.cost import CostReport
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tensor,
+                classes: list[str], val_name: str) -> list[Path]:
+    """A run directory's `curves.png` (loss, top-1 and top-5 per epoch) and `confusion.png`."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    ax1.plot(epochs, [r["val_loss"] for r in rows], "o-", label=val_name)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
+    ax2.plot(epochs, [r["val_top5"] for r in rows], "o-", label="top-5")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel(f"{val_name} accuracy (%)")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    curves = run_dir / "curves.png"
+    fig.savefig(curves, dpi=110)
+    plt.close(fig)
+
+    cm = plot_confusion(run_dir / "confusion.png", confusion, classes,
+                        f"confusion matrix ({val_name})")
+    return [curves, cm]
+
+
+def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str], title: str) -> Path:
+    """The confusion matrix (rows: true class) as a PNG with the counts written in."""
+    plt = _pyplot()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            value = int(confusion[i, j])
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > confusion.max() / 2 else "black")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cost(report: CostReport, path: str) -> None:
+    """A PNG of per-row params and multiply-adds, computed beside the paper's, flags in red."""
+    plt = _pyplot()
+    rows = [r for r in report.rows if r.weights or r.ops]
+    names = [r.name for r in rows]
+    xs = range(len(rows))
+    fig, axes = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
+    panels = [("params (K = 1024 weights)", "weights", "paper_params", 1024),
+              ("multiply-adds (M)", "ops", "paper_ops", 1e6)]
+    for ax, (label, ours, paper, unit) in zip(axes, panels, strict=True):
+        ax.bar(xs, [getattr(r, ours) / unit for r in rows], color="tab:blue", label="computed")
+        for x, r in zip(xs, rows, strict=True):
+            value = getattr(r, paper)
+            if value is not None:
+                bad = r.params_mismatch if ours == "weights" else r.ops_mismatch
+                ax.plot(x, value / unit, marker="_", markersize=18, mew=3,
+                        color="tab:red" if bad else "black")
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].plot([], [], marker="_", color="black", ls="", mew=3, label="paper, Table 1")
+    axes[0].plot([], [], marker="_", color="tab:red", ls="", mew=3,
+                 label="paper, disagrees with its filter counts")
+    axes[0].legend(loc="upper left")
+    axes[1].set_xticks(list(xs), names)
+    cfg = report.config
+    fig.suptitle(f"GoogLeNet cost per Table 1 row: {report.total_params / 1e6:.2f}M params, "
+                 f"{report.total_ops / 1e9:.2f}G multiply-adds "
+                 f"({cfg.image_size}px, width {cfg.width}, {cfg.stem} stem)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,231 @@
+"""The training loop: one optimizer step at a time, with as few reads from the device as possible.
+
+A GPU runs ahead of the host as long as nothing is read from it. So the loop keeps each step's
+loss on the device (`LossMeter`) and reads the pending ones every `sync_every` steps, in one
+transfer; evaluation keeps its sums there too (`inception.metrics.Tally`). `host` is the single
+place either of them reads the device. Checkpointing and signals are the caller's
+(`inception.train.run`): `Trainer.steps` yields between steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inception import distributed
+from inception.devices import autocast
+from inception.metrics import Tally, summarize
+from inception.model import GoogLeNet, googlenet_loss
+from inception.train.config import RunError, TrainConfig
+from inception.train.optim import Average
+
+
+def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def host(t: torch.Tensor) -> torch.Tensor:
+    """`t` on the CPU. Every read from the device in the training loop and in `evaluate` goes
+    through here, so each call is a deliberate host synchronisation point (on a GPU, the host
+    waits for the queued kernels)."""
+    return t.cpu()
+
+
+@dataclass
+class Position:
+    """Where a run stands: the epoch in progress (0-based), the batches done in it, the global
+    optimizer step, and the partial epoch's loss sum, images, training seconds and starting
+    learning rate; `wall_s` is the run's wall time up to the checkpoint."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+    train_s: float = 0.0
+    lr: float = 0.0
+    wall_s: float = 0.0
+
+
+class LossMeter:
+    """This rank's loss sum and image count over an epoch. Each step's loss stays on its device
+    until `read`, which brings all the pending ones to the host in one transfer, checks them and
+    adds them up (in float64, in step order: the same sum as adding each step's loss at once)."""
+
+    def __init__(self, loss_sum: float = 0.0, seen: int = 0) -> None:
+        self.loss_sum, self.seen = loss_sum, seen
+        self.last = float("nan")
+        self.error: str | None = None
+        self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+
+    def add(self, loss: torch.Tensor, images: int) -> None:
+        self._losses.append(loss.detach())
+        self._sizes.append(images)
+
+    def read(self, step: int) -> int:
+        """Add the pending losses to the totals and return how many there were. The first
+        non-finite loss is kept in `error` (a message naming its step; `step` is the last
+        pending one's) and stops the adding."""
+        if not self._losses:
+            return 0
+        values = host(torch.stack(self._losses).double()).tolist()
+        first = step - len(values) + 1
+        for i, (value, images) in enumerate(zip(values, self._sizes, strict=True)):
+            if not math.isfinite(value):
+                self.error = (f"the loss became {value} at step {first + i}; lower --lr or use "
+                              "--norm bn (the last checkpoint is kept)")
+                break
+            self.loss_sum += value * images
+            self.seen += images
+        self.last = values[-1]
+        self._losses.clear()
+        self._sizes.clear()
+        return len(values)
+
+
+class TrainForward(nn.Module):
+    """The training forward pass as a module's `forward` (main and aux logits), which is what
+    DDP wraps: DDP only synchronises gradients for calls that go through `forward`."""
+
+    def __init__(self, model: GoogLeNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_aux(x) if self.model.aux else self.model(x)
+
+
+@dataclass(eq=False)
+class Trainer:
+    """What one optimizer step needs: the model, its training forward (`TrainForward`, its DDP
+    wrapper or its compiled form), optimizer, schedule and parameter average (updated after
+    step `average_from`), and how often the loop reads the device (`sync_every`)."""
+
+    model: GoogLeNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    cfg: TrainConfig
+    device: torch.device
+    average: Average | None = None
+    average_from: int = 0
+    forward: nn.Module | None = None
+    ctx: distributed.Context = distributed.SINGLE
+    sync_every: int = 1
+    _meter: LossMeter = field(default_factory=LossMeter, init=False, repr=False)
+    _clock: float = field(default=0.0, init=False, repr=False)
+    _progress: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.forward is None:  # not `or`: a compiled module has no truth value
+            self.forward = TrainForward(self.model)
+
+    def averaged_or_model(self, pos: Position) -> nn.Module:
+        """What is evaluated and exported: the parameter average once averaging has begun."""
+        if self.average is not None and pos.step > self.average_from:
+            return self.average.module
+        return self.model
+
+    def steps(self, batches: Iterator, pos: Position, progress: Any = None) -> Iterator[bool]:
+        """The rest of an epoch from `pos`, one optimizer step per item, updating `pos`.
+
+        Yields after each step whether it was a poll: every `sync_every` steps the pending losses
+        are read in one transfer, checked for NaN/inf (`RunError`) and shown on `progress`; in
+        between nothing is read from the device. Between steps the caller may `sync(pos)` and
+        checkpoint, or stop. When the batches run out, `pos` is synced."""
+        self.model.train()
+        # pos holds totals over all ranks; rank 0 carries them on, the others add from zero.
+        self._meter = LossMeter(*((pos.loss_sum, pos.seen) if self.ctx.main else (0.0, 0)))
+        self._clock, self._progress = time.perf_counter(), progress
+        for x, y in batches:
+            self._step(x, y, pos)
+            poll = pos.step % self.sync_every == 0
+            if poll:
+                self._read(pos)
+            yield poll
+        self.sync(pos)
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, pos: Position) -> None:
+        cfg = self.cfg
+        x, y = _to_device(x, y, self.device, cfg.channels_last)
+        with autocast(self.device, cfg.precision == "bf16"):
+            out = self.forward(x)
+            if self.model.aux:
+                loss = googlenet_loss(out, y, cfg.model.aux_weight, cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        pos.step += 1
+        pos.batch += 1
+        if self.average is not None and pos.step > self.average_from:
+            self.average.update_parameters(self.model)
+        self._meter.add(loss, len(y))
+
+    def _read(self, pos: Position) -> None:
+        meter = self._meter
+        steps = meter.read(pos.step)
+        # Every rank stops together (a rank that raised alone would leave the others waiting).
+        if distributed.any_rank(self.ctx, meter.error is not None):
+            raise RunError(meter.error or "the loss became non-finite on another process; "
+                           "lower --lr or use --norm bn (the last checkpoint is kept)")
+        if self._progress is not None and steps:
+            self._progress.update(steps)
+            self._progress.set_postfix(loss=f"{meter.last:.3f}", refresh=False)
+
+    def sync(self, pos: Position) -> None:
+        """Read the pending losses and bring `pos`'s loss sum, image count and training time up
+        to date (summed over the ranks under DDP: a collective call)."""
+        self._read(pos)
+        now = time.perf_counter()
+        pos.loss_sum, seen = distributed.all_reduce_sum(self.ctx, self._meter.loss_sum,
+                                                        self._meter.seen)
+        pos.seen, pos.train_s, self._clock = int(seen), pos.train_s + now - self._clock, now
+
+
+def train_one_epoch(trainer: Trainer, batches: Iterator, pos: Position,
+                    progress: Any = None) -> None:
+    """The rest of an epoch from `pos`, without checkpoints."""
+    for _ in trainer.steps(batches, pos, progress):
+        pass
+
+
+@torch.no_grad()
+def evaluation_tally(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
+                     device: torch.device) -> Tally:
+    """The loss and accuracy sums of `model` over `batches`, kept on `device`: nothing is read
+    from it until the caller does."""
+    model.eval()
+    tally = Tally(num_classes, device)
+    for x, y in batches:
+        x, y = _to_device(x, y, device, cfg.channels_last)
+        with autocast(device, cfg.precision == "bf16"):
+            logits = model(x)
+        logits = logits.float()
+        tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
+    return tally
+
+
+def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
+             device: torch.device, ctx: distributed.Context = distributed.SINGLE
+             ) -> dict[str, Any]:
+    """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class), summed over
+    the ranks' shards under DDP."""
+    tally = evaluation_tally(model, batches, num_classes, cfg, device)
+    confusion = host(tally.confusion).view(num_classes, num_classes)
+    distributed.all_reduce_tensor(ctx, confusion)
+    loss_sum, top5, n = distributed.all_reduce_sum(
+        ctx, host(tally.loss_sum).item(), host(tally.top5).item(), tally.images)
+    return summarize(loss_sum, top5, confusion, n)
