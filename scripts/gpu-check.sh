@@ -4,7 +4,8 @@
 #   bash scripts/gpu-check.sh --data-dir DIR [--out DIR] [--dry-run]
 #
 # DIR holds Fashion-MNIST's four IDX files. The project runs from src/ (PYTHONPATH), over whatever
-# torch, torchvision, pytest and friends the machine has. Steps, about 6 minutes on an H100:
+# torch, torchvision, pytest and friends the machine has. Steps, designed to fit in about 6 minutes
+# of an H100 (not yet run on one):
 #   1. the GPU tests (tests/test_gpu.py) and the device-rule tests (tests/test_devices.py);
 #   2. `inception bench --device cuda --train`: torchvision and our paths side by side, with the
 #      GPU's measured peak;

@@ -8,6 +8,15 @@ from PIL import Image
 
 from inception import data as data_lib
 
+# Session fixtures that train a model: every test that uses one is slow (`-m "not slow"` skips it).
+TRAINING_FIXTURES = {"fashion_run", "folder_run"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():

@@ -74,6 +74,20 @@ def test_paper_slips_are_flagged_and_nothing_else(report):
             assert abs(row["ops"] - row["paper_ops"]) <= max(0.02 * row["paper_ops"], 5e5)
 
 
+def test_k_is_1024_not_1000(report):
+    """README: read as K = 1000, all twelve printed params would be more than 2% off the filter
+    counts (3b, the closest, by 2.1%); read as K = 1024, only the three slips are."""
+    rows = [r for r in report["rows"] if r["paper_params"]]
+    printed_k = {r["name"]: r["paper_params"] / 1024 for r in rows}
+    off = {k: {r["name"]: r["weights"] / (printed_k[r["name"]] * k) - 1 for r in rows}
+           for k in (1000, 1024)}
+    assert len(rows) == 12
+    assert all(abs(e) > 0.02 for e in off[1000].values())
+    assert min(off[1000].values(), key=abs) == pytest.approx(off[1000]["3b"])
+    assert off[1000]["3b"] == pytest.approx(0.0213, abs=5e-4)
+    assert {n for n, e in off[1024].items() if abs(e) > 0.02} == {"conv1", "4c", "5a"}
+
+
 def test_json_schema(report):
     assert set(report) >= {"rows", "total_params", "total_params_with_aux", "total_ops"}
     assert [r["name"] for r in report["rows"]] == [r.name for r in TABLE1]

@@ -1,8 +1,7 @@
-"""Kill a training run at random points, resume it, and get the same bytes as a run that was
-never interrupted (CPU, fixed seed)."""
+"""Kill a training run at chosen points, start-up and mid-epoch included, resume it, and get the
+same bytes as a run that was never interrupted (CPU, fixed seed)."""
 
 import csv
-import random
 import signal
 import subprocess
 import sys
@@ -51,24 +50,52 @@ def reference(tmp_path_factory, fashion_mnist):
     return out
 
 
+# The same command in a process that kills itself (SIGKILL) at a chosen point: after the
+# optimizer update of global step N (argv[1] = N), or, for N = 0, when it is about to write its
+# first checkpoint (after the run directory and config.json exist, before anything else does).
+KILLER = """
+import os, signal, sys
+from inception.train import checkpoint, engine
+kill_at = int(sys.argv[1])
+def kill(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if kill_at == 0:
+    checkpoint.atomic_save = kill
+real_step = engine.Trainer._step
+def step(self, x, y, pos):
+    real_step(self, x, y, pos)
+    if pos.step == kill_at:
+        kill()
+engine.Trainer._step = step
+from inception.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _kill_at(step, out, *extra):
+    return subprocess.run([sys.executable, "-c", KILLER, str(step), *ARGS[3:], "--out", str(out),
+                           *extra], capture_output=True, text=True)
+
+
+def _checkpoint_step(out):
+    from inception.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(out / "checkpoints" / "last.pt")["position"]["step"]
+
+
 @pytest.mark.slow
-def test_sigkill_at_5_random_points_then_resume_is_bitwise_identical(tmp_path, reference):
-    rng = random.Random(0)
+def test_sigkill_at_5_points_then_resume_is_bitwise_identical(tmp_path, reference):
+    """Killed during start-up, then mid-epoch 1, at the end of epoch 1 before its checkpoint,
+    mid-epoch 2 and mid-epoch 3 (12 steps an epoch, checkpoints every 5 steps and at epoch
+    ends); each time the last checkpoint is the one before the kill, and the run resumes."""
     out = tmp_path / "killed"
-    kills = 0
-    while kills < 5:
-        proc = _launch(out)
-        if kills == 0:
-            time.sleep(rng.uniform(0.5, 4.0))  # anywhere, start-up included
-        elif not _wait_for_new_checkpoint(out, proc):
-            break  # finished before we could kill it
+    for kill_at, last_checkpoint in [(0, None), (7, 5), (12, 10), (22, 20), (34, 30)]:
+        killed = _kill_at(kill_at, out, *(["--resume"] if _started(out) else []))
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        if last_checkpoint is None:
+            assert (out / "config.json").exists() and not _started(out)
         else:
-            time.sleep(rng.uniform(0.0, 0.4))  # between two checkpoints: mid-epoch
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-    assert kills == 5
+            assert _checkpoint_step(out) == last_checkpoint
     done = subprocess.run([*ARGS, "--out", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").read_bytes() == \
@@ -77,15 +104,20 @@ def test_sigkill_at_5_random_points_then_resume_is_bitwise_identical(tmp_path, r
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path, reference):
-    out = tmp_path / "term"
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_and_exits_cleanly(tmp_path, reference, signum):
+    """Sent after the checkpoint of step 5: the run saves at the step it has reached, exits with
+    128 + the signal and a line saying how to resume, and the resumed run is the same."""
+    out = tmp_path / "signal"
     proc = _launch(out)
     assert _wait_for_new_checkpoint(out, proc)  # the first one, before step 1
     assert _wait_for_new_checkpoint(out, proc)  # step 5
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM
-    assert "interrupted by SIGTERM" in err and "--resume" in err and "Traceback" not in err
+    assert proc.returncode == 128 + signum
+    name = signal.Signals(signum).name
+    assert f"interrupted by {name}" in err and "--resume" in err and "Traceback" not in err
+    assert _checkpoint_step(out) >= 5
     done = subprocess.run([*ARGS, "--out", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").read_bytes() == \
@@ -111,23 +143,11 @@ def test_kill_during_checkpoint_write_leaves_the_run_resumable(tmp_path, referen
            (reference / "model.safetensors").read_bytes()
 
 
-# The same command, but the process kills itself when it is about to write its first checkpoint:
-# after the run directory and config.json exist, before anything else does.
-KILL_AT_FIRST_SAVE = """
-import os, signal, sys
-from inception.train import checkpoint
-checkpoint.atomic_save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
-from inception.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("again", [["--resume"], []], ids=["resume", "restart"])
 def test_a_run_killed_during_start_up_resumes_or_restarts(tmp_path, reference, again):
     out = tmp_path / "startup"
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_FIRST_SAVE, *ARGS[3:], "--out",
-                             str(out)], capture_output=True, text=True)
+    killed = _kill_at(0, out)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / "config.json").exists() and not _started(out)
     done = subprocess.run([*ARGS, "--out", str(out), *again], capture_output=True, text=True)

@@ -114,11 +114,37 @@ def test_cli_eval_10_crops_and_an_ensemble(fashion_run, tmp_path, capsys):
     assert (tmp_path / "eval-10crop-2models.json").exists()
 
 
-def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, capsys):
-    assert main(["eval", str(folder_run), "--crops", "144", "--subset", "4"]) == 0
-    out = capsys.readouterr().out
-    assert "| 1 | 144 | 144 |" in out
-    assert (folder_run / "eval-144crop.png").exists()
+def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, tmp_path, capsys):
+    """The command's 144-crop figures are the softmax averaged over each image's 144 crops,
+    recomputed here by hand with the plain model."""
+    from torchvision.transforms import v2
+
+    from inception import data as data_lib
+    from inception.evaluation import largest_scale
+
+    assert main(["eval", str(folder_run), "--crops", "144", "--subset", "4", "--out",
+                 str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["crops"], result["cost"], result["images"]) == (144, 144, 4)
+    assert (tmp_path / "eval-144crop.png").exists()
+    loaded = inception.load(folder_run)
+    _, val_dir, classes = data_lib.image_folder_splits(image_folder)
+    folder = data_lib.ImageFolderDataset(val_dir, classes, v2.PILToTensor(), loaded.channels,
+                                         min_side=largest_scale([loaded]))
+    probs, labels = [], []
+    for i in range(4):
+        image, label = folder[i]
+        boxes = crop_boxes(image.shape[-1], image.shape[-2], 144, loaded.image_size,
+                           resize=loaded.preprocessing.resize)
+        views = loaded.normalize(extract_crops(image, boxes, loaded.image_size))
+        with torch.no_grad():
+            probs.append(loaded.model(views).softmax(1).mean(0))
+        labels.append(label)
+    probs, labels = torch.stack(probs), torch.tensor(labels)
+    assert result["top1"] == pytest.approx(100 * (probs.argmax(1) == labels).float().mean().item())
+    assert result["loss"] == pytest.approx(-probs.gather(1, labels[:, None]).log().mean().item(),
+                                           rel=1e-3)
+    assert sum(map(sum, result["confusion"])) == 4
 
 
 def test_cli_predict(folder_run, image_folder, capsys):

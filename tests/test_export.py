@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 import inception
@@ -92,3 +93,36 @@ def test_export_refuses_bad_combinations(fashion_run, tmp_path, capsys):
     assert main(["export", str(fashion_run), "--format", "torch-export", "--int8", "--out",
                  str(tmp_path / "x")]) == 2
     assert "--int8 needs --format onnx" in capsys.readouterr().err
+
+
+def _tiny_loaded(tmp_path):
+    torch.manual_seed(0)
+    model = inception.googlenet(num_classes=3, in_chans=1, stem="small", image_size=28,
+                                width=0.125, aux_logits=False).eval()
+    return inception.LoadedModel(model, {"crop": 28, "resize": 28, "mean": [0.5],
+                                         "std": [0.25]}, ["a", "b", "c"], path=tmp_path)
+
+
+def test_the_export_tolerance_is_relative_to_large_logits_absolute_for_small():
+    small, large = torch.zeros(2, 3), torch.full((2, 3), 1000.0)
+    assert export.check_close(small + 9e-5, small, "x") == pytest.approx(9e-5)
+    with pytest.raises(export.ExportError, match="x's logits differ"):
+        export.check_close(small + 2e-4, small, "x")
+    assert export.check_close(large + 0.09, large, "x") == pytest.approx(0.09, rel=1e-3)
+    with pytest.raises(export.ExportError):
+        export.check_close(large + 0.2, large, "x")
+
+
+def test_a_torch_export_program_that_differs_is_not_written(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    real = torch.export.ExportedProgram.module
+
+    def shifted(self):
+        module = real(self)
+        return lambda x: module(x) + 1.0
+
+    monkeypatch.setattr(torch.export.ExportedProgram, "module", shifted)
+    with pytest.raises(export.ExportError, match=r"torch\.export program"):
+        export.export_program(_tiny_loaded(tmp_path), out / "model.pt2")
+    assert list(out.iterdir()) == []

@@ -75,13 +75,20 @@ def test_bf16_outputs_within_bf16_tolerance(name):
     config = CONFIGS[name]
     model = _trained_like(config)
     fast = optimize_for_inference(model, dtype=torch.bfloat16)
-    x = torch.randn(4, config.in_chans, config.image_size, config.image_size)
+    x = torch.randn(32, config.in_chans, config.image_size, config.image_size)
     with torch.no_grad():
         ref, got = model(x), fast(x)
     assert got.dtype == torch.float32
-    # bf16 keeps 8 bits of mantissa; errors compound over 22 layers to a few percent.
-    assert (got - ref).abs().max() <= 0.05 * ref.abs().max()
-    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.75
+    # bf16 keeps 8 bits of mantissa; errors compound over 22 layers (measured: 0.7% of the
+    # largest logit for the paper variant, 1.2% for the small BN model).
+    err = (got - ref).abs().max()
+    assert err <= 0.03 * ref.abs().max()
+    # Every image whose fp32 top-2 margin exceeds twice that error keeps its class; a random
+    # model's 1000 logits are close together, so only those images can be asked to.
+    top2 = ref.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * err
+    assert clear.sum() >= 4
+    assert torch.equal(got.argmax(1)[clear], ref.argmax(1)[clear])
 
 
 @pytest.mark.parametrize("name", ["paper", "small-bn"])
@@ -153,13 +160,25 @@ def test_bench_reports_every_path(capsys):
     import json
 
     report = json.loads(capsys.readouterr().out)
-    names = [r["name"] for r in report["rows"]]
-    assert "torchvision eager bf16 autocast channels_last" in names
-    assert "paper variant optimize_for_inference bf16" in names
-    assert "train torchvision fp32 NCHW" in names
-    assert all(r["img_s"] > 0 for r in report["rows"])
+    rows = {r["name"]: r for r in report["rows"]}
+    assert {"torchvision eager bf16 autocast channels_last",
+            "paper variant optimize_for_inference bf16", "train torchvision fp32 NCHW",
+            "train paper variant bf16 autocast channels_last"} <= rows.keys()
     assert report["peak_gflops"]["bf16"] > 0
     assert report["device"].startswith("CPU")
+    # Each row's multiply-adds are its model's at 96 px (x3 for a training step), and its
+    # fraction of the peak is 2 x multiply-adds x images/s over the peak of its dtype.
+    from inception import GoogLeNetConfig, table1_cost
+
+    paper = table1_cost(GoogLeNetConfig(image_size=96)).total_ops
+    tv = table1_cost(GoogLeNetConfig.torchvision(image_size=96)).total_ops
+    assert rows["paper variant optimize_for_inference bf16"]["macs"] == paper
+    assert rows["torchvision eager bf16 autocast channels_last"]["macs"] == tv
+    assert rows["train paper variant bf16 autocast channels_last"]["macs"] == 3 * paper
+    for r in rows.values():
+        assert r["img_s"] > 0
+        peak = report["peak_gflops"][r["dtype"]]
+        assert r["peak_fraction"] == pytest.approx(2 * r["macs"] * r["img_s"] / 1e9 / peak)
 
 
 def test_chunked_lrn_gradcheck():
@@ -169,3 +188,31 @@ def test_chunked_lrn_gradcheck():
     x = (torch.randn(2, 9, 3, 2, dtype=torch.float64) * 3).requires_grad_()
     assert torch.autograd.gradcheck(lrn, (x,))
     assert torch.autograd.gradcheck(lrn, (x.contiguous(memory_format=torch.channels_last),))
+
+
+def test_transform_input_survives_optimize_for_inference_and_onnx(tmp_path):
+    """torchvision's `transform_input` re-normalisation (its pretrained weights need it) is kept
+    by the inference form and by the ONNX export, and it changes the logits."""
+    import onnx
+
+    from inception import LoadedModel
+    from inception.export import onnx_session, to_onnx_model
+    from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+    config = GoogLeNetConfig.torchvision(image_size=64, transform_input=True, num_classes=7,
+                                         aux_logits=False)
+    model = _trained_like(config).eval()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        fast = optimize_for_inference(model)(x)
+        without = googlenet(config.replace(transform_input=False))
+        without.load_state_dict(model.state_dict())
+        assert (without.eval()(x) - ref).abs().max() > 1e-2
+    assert (fast - ref).abs().max() <= 1e-4 * ref.abs().max()
+    loaded = LoadedModel(model, {"crop": 64, "resize": 73, "mean": list(IMAGENET_MEAN),
+                                 "std": list(IMAGENET_STD)}, list("abcdefg"), path=tmp_path)
+    onnx.save(to_onnx_model(loaded), str(tmp_path / "m.onnx"))
+    session = onnx_session(tmp_path / "m.onnx", threads=1)
+    got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    assert (got - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())

@@ -1,5 +1,7 @@
 """The paper recipe, setting by setting (section 6), and the recipe registry."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -102,7 +104,11 @@ def test_every_recipe_builds_and_names_itself():
     for name, make in RECIPES.items():
         cfg = make()
         assert cfg.recipe == name
-        googlenet(cfg.model.replace(aux_logits=cfg.model.aux_logits))
+        model = googlenet(cfg.model)
+        assert model.config == cfg.model and bool(model.aux) == cfg.model.aux_logits
+        x = torch.randn(1, cfg.model.in_chans, cfg.model.image_size, cfg.model.image_size)
+        with torch.no_grad():
+            assert model.eval()(x).shape == (1, cfg.model.num_classes)
     with pytest.raises(ConfigError, match="unknown recipe"):
         get_recipe("imagenet-in-a-minute")
 
@@ -113,3 +119,80 @@ def test_weight_decay_skips_biases_and_bn():
     decayed, plain = opt.param_groups
     assert all(p.ndim > 1 for p in decayed["params"]) and decayed["weight_decay"] > 0
     assert all(p.ndim == 1 for p in plain["params"]) and plain["weight_decay"] == 0
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"lr": float("inf")}, "lr must be a finite number"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"weight_decay": -1e-4}, "weight-decay must be non-negative"),
+    ({"momentum": 1.0}, "momentum must be in"),
+    ({"warmup_fraction": 0.0}, "warmup-fraction must be in"),
+    ({"lr_step_gamma": 1.5}, "lr-step-gamma must be in"),
+    ({"eval_batch_size": 0}, "eval-batch-size must be at least 1"),
+    ({"dropout": float("nan")}, "dropout must be a finite number"),
+    ({"aux_weight": float("inf")}, "aux_weight must be a finite number"),
+])
+def test_non_finite_and_out_of_range_settings_are_refused(change, message):
+    with pytest.raises(ConfigError, match=message):
+        get_recipe("fashion-mnist").replace(**change)
+
+
+def test_the_default_recipes_one_cycle_shape():
+    """Warm-up from lr/10 to the peak over the first 15% of the steps, then cosine down to
+    lr/1000, stepped once per optimizer step."""
+    cfg = get_recipe("fashion-mnist")
+    opt = make_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched = make_scheduler(opt, cfg, steps_per_epoch=10)
+    lrs = []
+    for _ in range(cfg.epochs * 10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(cfg.lr / 10)
+    assert max(lrs) == pytest.approx(cfg.lr) and peak == pytest.approx(15, abs=1)
+    assert all(a < b for a, b in itertools.pairwise(lrs[:peak + 1]))
+    assert all(a > b for a, b in itertools.pairwise(lrs[peak:]))
+    assert lrs[-1] == pytest.approx(cfg.lr / 1000, rel=0.05)
+
+
+def test_label_smoothing_and_nesterov_reach_the_loss_and_the_optimizer(monkeypatch):
+    from inception.train import engine
+
+    cfg = get_recipe("fashion-mnist").replace(width=0.125, precision="fp32")
+    assert cfg.label_smoothing == 0.1 and cfg.nesterov
+    seen = []
+    real = engine.googlenet_loss
+    monkeypatch.setattr(engine, "googlenet_loss",
+                        lambda *a: seen.append(a[3]) or real(*a))
+    model = googlenet(cfg.model)
+    opt = make_optimizer(model, cfg)
+    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in opt.param_groups)
+    trainer = engine.Trainer(model, opt, make_scheduler(opt, cfg, 1), cfg, torch.device("cpu"))
+    batch = (torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3]))
+    engine.train_one_epoch(trainer, iter([batch]), engine.Position())
+    assert seen == [0.1]
+
+
+@pytest.mark.parametrize("averaging", ["ema", "polyak"])
+def test_batchnorm_statistics_are_averaged_too(averaging):
+    """The average's BN running mean is the average of the model's running means, as its
+    weights are of the weights."""
+    cfg = get_recipe("fashion-mnist").replace(averaging=averaging, ema_decay=0.5)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 1), torch.nn.BatchNorm2d(2))
+    average = make_average(model, cfg)
+    means = []
+    for i in range(5):
+        model(torch.randn(8, 1, 3, 3) + i)  # training mode: the running mean moves
+        means.append(model[1].running_mean.clone())
+        average.update_parameters(model)
+    if averaging == "polyak":
+        expected = torch.stack(means).mean(0)
+    else:  # the n-th update (n >= 1) keeps min(0.5, (1 + n) / (10 + n)) of the average
+        expected = means[0]
+        for n, m in enumerate(means[1:], 1):
+            d = min(0.5, (1 + n) / (10 + n))
+            expected = d * expected + (1 - d) * m
+    assert torch.allclose(average.module[1].running_mean, expected, atol=1e-6)
+    assert not torch.allclose(expected, means[-1])

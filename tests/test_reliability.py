@@ -155,6 +155,7 @@ def test_unwritable_or_full_out_is_refused_before_training(tmp_path, fashion_mni
         train(cfg, out=tmp_path / "full", progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sync_every", [1, 4])
 def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist, monkeypatch,
                                                          sync_every):

@@ -191,3 +191,72 @@ def test_compile_goes_through_dynamo_and_changes_nothing(tmp_path, fashion_mnist
     _assert_same_run(compiled.run_dir, eager.run_dir)
     with pytest.raises(RunError, match="--compile fast: use one of"):
         train(cfg, out=tmp_path / "bad", progress=False, compile="fast")
+
+
+@pytest.mark.slow
+def test_resume_mid_epoch_on_an_image_folder_matches_an_uninterrupted_run(tmp_path,
+                                                                          image_folder):
+    """The DataLoader pipeline (each sample seeded by seed, epoch and index): restarted from a
+    checkpoint taken in the middle of epoch 2, the run ends on the same bytes."""
+    import shutil
+
+    cfg = get_recipe("paper").replace(image_size=32, width=0.125, num_classes=3, epochs=2,
+                                      batch_size=8, workers=0, precision="fp32", stem="small",
+                                      lr=0.01)
+    full = train(cfg, image_folder, out=tmp_path / "full", progress=False, checkpoint_every=3)
+    steps = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["step"]
+    cut = tmp_path / "cut"
+    shutil.copytree(full.run_dir, cut)
+    ckpt = load_checkpoint(cut / "checkpoints" / "previous.pt")
+    assert ckpt["position"]["epoch"] == 1 and 0 < ckpt["position"]["batch"] < steps // 2
+    shutil.copy(cut / "checkpoints" / "previous.pt", cut / "checkpoints" / "last.pt")
+    for name in ("model.safetensors", "results.json", "metrics.csv"):
+        (cut / name).unlink()
+    train(cfg, image_folder, out=cut, progress=False, resume=True, checkpoint_every=3)
+    _assert_same_run(full.run_dir, cut)
+
+
+@pytest.mark.slow
+def test_the_exported_model_is_the_average_once_averaging_has_begun(tmp_path, fashion_mnist):
+    """"Polyak averaging [13] was used to create the final model used at inference time": the
+    exported weights (and the evaluation) are the average's, not the last iterate's."""
+    cfg = _small(subset=256, epochs=1, averaging="polyak", average_start=0.5)
+    run = train(cfg, out=tmp_path / "run", progress=False)
+    ckpt = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
+    exported = load_file(run.run_dir / "model.safetensors")
+    averaged = {k.removeprefix("module."): v for k, v in ckpt["average"].items()
+                if k.startswith("module.")}
+    assert int(ckpt["average"]["n_averaged"]) == 2  # steps 3 and 4 of 4
+    assert all(torch.equal(v, averaged[k]) for k, v in exported.items())
+    assert not all(torch.equal(v, ckpt["model"][k]) for k, v in exported.items())
+
+
+def test_a_held_out_validation_split_is_the_end_of_the_training_set(fashion_mnist):
+    from inception.train.loaders import load_data
+
+    train_split, test_split = fashion_mnist
+    cfg = _small(subset=None, val_images=1000)
+    data = load_data(cfg, "fashion-mnist", None, torch.device("cpu"))
+    assert (data.train.num_images, data.val.num_images, data.test.num_images) == \
+           (59000, 1000, 10000)
+    assert data.val_name == "val"
+    labels = torch.cat([y for _, y in data.val.epoch(0).batches])
+    assert torch.equal(labels, train_split.labels[-1000:])
+    test_labels = torch.cat([y for _, y in data.test.epoch(0).batches])
+    assert torch.equal(test_labels, test_split.labels)
+    plain = load_data(_small(subset=None), "fashion-mnist", None, torch.device("cpu"))
+    assert plain.test is None and plain.val_name == "test" and plain.train.num_images == 60000
+    with pytest.raises(ConfigError, match="--val-images 60000"):
+        load_data(cfg.replace(val_images=60000), "fashion-mnist", None, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_a_run_with_a_validation_split_reports_both(tmp_path, fashion_mnist, capsys):
+    assert main(["train", "--subset", "512", "--epochs", "1", "--batch-size", "128",
+                 "--width", "0.25", "--workers", "0", "--val-images", "500", "--out",
+                 str(tmp_path / "run"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {"val_top1", "test_top1", "val_loss", "test_loss"} <= results.keys()
+    assert "(the split to tune on)" in out and "test top-1" in out
+    assert _metrics(tmp_path / "run")[0]["val_top1"] == f"{results['val_top1']}"

@@ -69,6 +69,41 @@ def test_paper_transform_output():
     assert out.abs().max() <= 1.0  # mean subtraction of [0, 1] pixels
 
 
+def _samples(image: Image.Image, n: int = 200, **kwargs) -> torch.Tensor:
+    torch.manual_seed(0)
+    t = paper_train_transform(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), **kwargs)  # in [0, 1]
+    return torch.stack([t(image) for _ in range(n)])
+
+
+def test_paper_transform_flips_half_the_images():
+    """A left-to-right gradient stays ordered under the crop, the colour distortions (monotone
+    on a gray image) and the lighting (one shift per channel); a flip reverses it."""
+    ramp = torch.linspace(0, 255, 120).round().to(torch.uint8).expand(90, 120)
+    out = _samples(Image.fromarray(ramp.numpy()).convert("RGB"))
+    flipped = (out[..., 0].mean((1, 2)) > out[..., -1].mean((1, 2))).float().mean().item()
+    assert 0.35 < flipped < 0.65
+
+
+def test_paper_transform_distorts_brightness_and_contrast():
+    """Gray 128 everywhere: without the photometric distortions every crop would come out at
+    128/255 (up to the lighting's few percent)."""
+    gray = Image.new("RGB", (100, 80), (128, 128, 128))
+    means = _samples(gray).mean((1, 2, 3))
+    assert means.std() > 0.08 and means.min() < 0.4 and means.max() > 0.6
+    assert _samples(gray, jitter=0.0).mean((1, 2, 3)).std() < 0.02  # the lighting alone
+
+
+def test_paper_transform_adds_pca_lighting():
+    """On a gray image brightness, contrast and saturation keep R = G = B; only the PCA lighting
+    (a different shift per channel, mostly along the first eigenvector) separates them."""
+    gray = Image.new("RGB", (100, 80), (128, 128, 128))
+    out = _samples(gray)
+    red_minus_blue = (out[:, 0] - out[:, 2]).mean((1, 2))
+    assert red_minus_blue.abs().max() > 0.005 and red_minus_blue.std() > 0.001
+    without = _samples(gray, lighting_std=0.0)
+    assert (without[:, 0] - without[:, 2]).abs().max() < 1e-6
+
+
 def test_lighting_shifts_along_imagenet_pca():
     torch.manual_seed(0)
     image = torch.full((3, 4, 4), 0.5)

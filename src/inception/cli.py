@@ -81,6 +81,9 @@ def _train(args: argparse.Namespace) -> int:
               f"--resume --out {args.out}")
         return 0
     r = run.results
+    if "test_top1" in r and "val_top1" in r:  # a held-out validation split (--val-images)
+        print(f"\nval top-1 {r['val_top1']:.2f}%  top-5 {r['val_top5']:.2f}% (the split to tune "
+              "on)", end="")
     split = "test" if "test_top1" in r else "val"
     print(f"\n{split} top-1 {r[split + '_top1']:.2f}%  top-5 {r[split + '_top5']:.2f}%  "
           f"({r['epochs']} epochs, {r['wall_s']:.0f} s on {r['device']})")

@@ -9,6 +9,7 @@ is `inception.train.config.TrainConfig`; the command-line flags of both are `inc
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -162,6 +163,8 @@ def validate_fields(config: Any) -> None:
                 raise ConfigError(f"{f.name} must not be empty")
         elif hint is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(config, f.name, float(value))
+        elif hint is float and isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number; got {value!r}")
         elif hint in (int, float, bool, str) and (
                 not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
             raise ConfigError(f"{f.name} must be of type {hint.__name__}; got {value!r}")

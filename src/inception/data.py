@@ -56,6 +56,12 @@ class TensorSplit:
     def subset(self, n: int | None) -> TensorSplit:
         return self if n is None else TensorSplit(self.images[:n], self.labels[:n])
 
+    def hold_out(self, n: int) -> tuple[TensorSplit, TensorSplit]:
+        """(all but the last `n` images, the last `n`): a fixed validation split."""
+        k = len(self) - n
+        return (TensorSplit(self.images[:k], self.labels[:k]),
+                TensorSplit(self.images[k:], self.labels[k:]))
+
 
 def _read_idx(path: Path) -> np.ndarray:
     """An IDX file (optionally gzipped) as a numpy array: magic 0x0000 08 NDIM, big-endian dims."""

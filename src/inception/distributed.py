@@ -7,10 +7,11 @@ The paper trained on DistBelief with "a modest amount of model and data-parallel
 modern equivalent. Semantics:
 
 - `--batch-size` is the **global** batch: each of the N processes takes its 1/N slice of every
-  batch, so a run gives the same batches (and, within float rounding, the same model) on any
-  number of processes, and a checkpoint resumes under any world size. When you change the batch
-  size, scale the learning rate with it (linear rule, Goyal et al. 2017); changing the number of
-  processes needs no change.
+  batch, so a run gives the same batches on any number of processes, and a checkpoint resumes
+  under any world size. The model is the same within float rounding only without BatchNorm
+  (per-rank statistics, unless `--sync-bn`) and without dropout (per-rank masks). When you
+  change the batch size, scale the learning rate with it (linear rule, Goyal et al. 2017);
+  changing the number of processes needs no change.
 - Rank 0 writes everything (config, metrics, checkpoints, plots, the model); losses and
   evaluation counts are summed over ranks before they are written.
 - Dropout masks are drawn per rank (seeded by seed, epoch and rank).

@@ -150,7 +150,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     model = GoogLeNet(config)
     load_state(model, read_safetensors(weights), weights)
     extra = {k: v for k, v in meta.items() if k not in ("model", "preprocessing", "classes")}
-    # channels_last: 2.3x the NCHW forward on this CPU (BENCHMARKS.md, "Inference").
+    # channels_last: 1.8x the NCHW forward of torchvision's model on this CPU (BENCHMARKS.md,
+    # "Inference and training at 224 px").
     model = model.to(resolve_device(device), memory_format=torch.channels_last).eval()
     return LoadedModel(model, preprocessing, classes, weights, extra)
 

@@ -10,9 +10,9 @@ Smoke variant on this machine (a small fixture, reduced size and width):
 
 Expected result and cost: the paper trained on ImageNet with DistBelief for a time it does not
 give; Caffe's port needed 250 epochs with this schedule (60 with a faster one). On this project's
-2-core CPU machine a 224 px training step runs at roughly 16 images/s (issue #5's measurement of
-torchvision's model), so ImageNet is out of reach here: this recipe is for GPUs and for small
-folders.
+2-core CPU machine a 224 px training step of the paper variant runs at a few tens of images per
+second (`inception bench --train`; BENCHMARKS.md has the latest figures), so ImageNet is out of
+reach here: this recipe is for GPUs and for small folders.
 
 What is not in the paper and comes from Caffe's `bvlc_googlenet` solver, which was made with the
 first author's help: base learning rate 0.01 at batch 32, weight decay 2e-4, 250 epochs.

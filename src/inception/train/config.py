@@ -62,6 +62,10 @@ class TrainConfig:
     workers: int = 2
     # Only the first N training images (smoke runs).
     subset: int | None = None
+    # Hold out the last N images of an in-memory training set as a validation split: every
+    # epoch is evaluated on it (metrics.csv), and the test set only once, at the end. Settings
+    # are to be tuned on the validation split, never on the test set.
+    val_images: int = 0
     eval_batch_size: int = 1000
     # Under torchrun on GPUs: BatchNorm statistics over the global batch (nn.SyncBatchNorm)
     # instead of each process's slice. PyTorch's SyncBatchNorm is GPU-only.
@@ -77,8 +81,15 @@ class TrainConfig:
             (self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.lr > 0, "--lr must be positive"),
+            (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
+            (self.weight_decay >= 0, "--weight-decay must be non-negative"),
+            (0 < self.lr_step_gamma <= 1, "--lr-step-gamma must be in (0, 1]"),
+            (0 < self.warmup_fraction < 1, "--warmup-fraction must be in (0, 1)"),
+            (self.translate >= 0, "--translate must be non-negative"),
+            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
             (self.workers >= 0, "--workers must be non-negative"),
             (self.subset is None or self.subset >= 1, "--subset must be at least 1"),
+            (self.val_images >= 0, "--val-images must be non-negative"),
             (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
             (0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)"),
             (self.lr_step_epochs >= 1, "--lr-step-epochs must be at least 1"),

@@ -64,14 +64,17 @@ class Batches:
 
 @dataclass
 class Data:
-    """A run's data: training and evaluation batches, class names, and the preprocessing the
-    exported model will be fed with (`model.json`)."""
+    """A run's data: training batches, the batches evaluated every epoch (`val`, named
+    `val_name`), the test batches evaluated once at the end when `val` is a split held out of
+    the training set (else None), class names, and the preprocessing the exported model will
+    be fed with (`model.json`)."""
 
     train: Batches
     val: Batches
     classes: list[str]
     preprocessing: Preprocessing
     val_name: str = "val"
+    test: Batches | None = None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -164,9 +167,13 @@ def loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: b
         stop = n - n % batch_size if drop_last else n
         remaining = distributed.shard(ctx, order[start * batch_size:stop], batch_size).tolist()
         per_rank = max(1, batch_size // ctx.world)
+        # The loader's own generator: without one, DataLoader draws its workers' base seed from
+        # the global generator as the epoch starts, so a run resumed mid-epoch (whose global
+        # generator is restored to the checkpoint's moment) drew different dropout masks.
         loader = DataLoader(seeded, batch_size=per_rank, sampler=remaining,
                             drop_last=False, num_workers=cfg.workers, pin_memory=pin,
-                            persistent_workers=False, collate_fn=data_lib.collate_skipping)
+                            persistent_workers=False, collate_fn=data_lib.collate_skipping,
+                            generator=torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch)))
 
         def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             for batch, skipped in loader:
@@ -196,36 +203,62 @@ def load_data(cfg: TrainConfig, data: str, data_dir: str | None, device: torch.d
               ctx: distributed.Context = distributed.SINGLE) -> Data:
     """The training and evaluation batches for `data` ("fashion-mnist" or a folder); under DDP,
     this rank's share of each."""
-    pin = device.type == "cuda"
-    size = cfg.model.image_size
     if data == "fashion-mnist":
-        train, test = data_lib.fashion_mnist(data_dir)
-        train = train.subset(cfg.subset)
-        if cfg.model.in_chans != 1:
-            raise ConfigError("Fashion-MNIST is grayscale: use --in-chans 1")
-        mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
-        if cfg.augment == "paper":
-            std = (1.0,)  # "mean subtraction"
-        if cfg.augment == "batch":
-            train_batches = tensor_batches(train, cfg.batch_size, cfg, mean, std, True, ctx,
-                                            device)
-        else:
-            images = data_lib.TensorImageDataset(train, _train_transform(cfg, mean, std))
-            train_batches = loader_batches(images, cfg.batch_size, cfg, True, pin, ctx)
-        val = tensor_batches(test, cfg.eval_batch_size, cfg, mean, std, False, ctx, device)
-        preprocessing = Preprocessing(image_size=size, resize=size, crop=size, mean=mean,
-                                      std=std, channels=1)
-        return Data(train_batches, val, list(data_lib.FASHION_MNIST_CLASSES), preprocessing,
-                    val_name="test")
+        return _fashion_mnist_data(cfg, data_dir, device, ctx)
+    return _folder_data(cfg, data, device, ctx)
 
+
+def _fashion_mnist_data(cfg: TrainConfig, data_dir: str | None, device: torch.device,
+                        ctx: distributed.Context) -> Data:
+    """Fashion-MNIST in memory; with `cfg.val_images`, the last images of the training set are
+    the split evaluated every epoch and the test set is kept for the end."""
+    train, test = data_lib.fashion_mnist(data_dir)
+    held_out = None
+    if cfg.val_images:
+        if cfg.val_images >= len(train):
+            raise ConfigError(f"--val-images {cfg.val_images}: the training set has only "
+                              f"{len(train)} images")
+        train, held_out = train.hold_out(cfg.val_images)
+    train = train.subset(cfg.subset)
+    if cfg.model.in_chans != 1:
+        raise ConfigError("Fashion-MNIST is grayscale: use --in-chans 1")
+    mean, std = data_lib.FASHION_MNIST_MEAN, data_lib.FASHION_MNIST_STD
+    if cfg.augment == "paper":
+        std = (1.0,)  # "mean subtraction"
+    if cfg.augment == "batch":
+        train_batches = tensor_batches(train, cfg.batch_size, cfg, mean, std, True, ctx, device)
+    else:
+        images = data_lib.TensorImageDataset(train, _train_transform(cfg, mean, std))
+        train_batches = loader_batches(images, cfg.batch_size, cfg, True, device.type == "cuda",
+                                       ctx)
+
+    def evaluation(split: data_lib.TensorSplit) -> Batches:
+        return tensor_batches(split, cfg.eval_batch_size, cfg, mean, std, False, ctx, device)
+
+    size = cfg.model.image_size
+    preprocessing = Preprocessing(image_size=size, resize=size, crop=size, mean=mean, std=std,
+                                  channels=1)
+    classes = list(data_lib.FASHION_MNIST_CLASSES)
+    if held_out is not None:
+        return Data(train_batches, evaluation(held_out), classes, preprocessing,
+                    test=evaluation(test))
+    return Data(train_batches, evaluation(test), classes, preprocessing, val_name="test")
+
+
+def _folder_data(cfg: TrainConfig, data: str, device: torch.device,
+                 ctx: distributed.Context) -> Data:
+    """An image folder's train/ and val/, decoded and transformed in DataLoader workers."""
     train_dir, val_dir, classes = data_lib.image_folder_splits(data)
-    channels = cfg.model.in_chans
+    channels, size, pin = cfg.model.in_chans, cfg.model.image_size, device.type == "cuda"
     mean = IMAGENET_MEAN if channels == 3 else (0.5,) * channels
     std = (1.0,) * channels if cfg.augment == "paper" else (
         IMAGENET_STD if channels == 3 else (0.25,) * channels)
     if cfg.augment == "batch":
         raise ConfigError("--augment batch needs an in-memory data set; use --augment folder or "
                           "paper for an image folder")
+    if cfg.val_images:
+        raise ConfigError("--val-images holds out part of an in-memory training set; an image "
+                          "folder's val/ is its validation split already")
     train_set = data_lib.ImageFolderDataset(train_dir, classes, _train_transform(cfg, mean, std),
                                             channels, decode_side(cfg.augment, size))
     if cfg.subset is not None:

@@ -32,7 +32,7 @@ from inception.plots import write_plots
 from inception.train.checkpoint import Checkpointer, TrainState, load_latest_checkpoint, restore_rng
 from inception.train.config import RunError, TrainConfig
 from inception.train.engine import Position, Trainer, TrainForward, evaluate
-from inception.train.loaders import Data, epoch_seed, load_data
+from inception.train.loaders import Batches, Data, epoch_seed, load_data
 from inception.train.optim import make_average, make_optimizer, make_scheduler
 from inception.train.rundir import (
     check_run_dir,
@@ -59,7 +59,7 @@ class Loop:
     compile: str | None = None  # a torch.compile mode, or None: eager
 
 
-def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None = None,
+def train(cfg: TrainConfig, data: str | Path = "fashion-mnist", out: str | Path | None = None,
           data_dir: str | None = None, device: str = "auto", resume: bool = False,
           progress: bool = True, stop_after: int | None = None,
           checkpoint_every: int | None = 100, sync_every: int | None = None,
@@ -83,6 +83,7 @@ def train(cfg: TrainConfig, data: str = "fashion-mnist", out: str | Path | None 
     Under `torchrun` the processes train one model with DDP (`inception.distributed`):
     `cfg.batch_size` is the global batch and rank 0 writes the run directory.
     """
+    data = str(data)  # "fashion-mnist" or a folder, as written to config.json
     dev = resolve_device(device)
     ctx = distributed.setup(dev.type)
     if ctx.active and dev.type == "cuda":
@@ -282,10 +283,12 @@ class _Run:
             self.state.position.wall_s = self.wall()
         self.checkpointer.save(self.state, generator)
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self, batches: Batches | None = None) -> dict[str, Any]:
+        """The model's (or the average's) metrics on `batches`, by default the split evaluated
+        every epoch."""
         model = self.trainer.averaged_or_model(self.state.position)
-        return evaluate(model, self.dataset.val.epoch(0).batches, len(self.dataset.classes),
-                        self.cfg, self.dev, self.ctx)
+        return evaluate(model, (batches or self.dataset.val).epoch(0).batches,
+                        len(self.dataset.classes), self.cfg, self.dev, self.ctx)
 
     def epochs(self, stop: _StopFlag, fresh: bool, progress: bool,
                stop_after: int | None) -> dict[str, Any] | None:
@@ -357,9 +360,11 @@ class _Run:
             write_skipped(self.out, dataset)
 
     def finish(self, result: dict[str, Any] | None) -> RunResult:
-        """Export the (averaged) model, draw the plots and write `results.json`."""
+        """Export the (averaged) model, draw the plots and write `results.json`; with a held-out
+        validation split, the test set is evaluated here, once."""
         if result is None:  # resumed a finished run: evaluate what it saved
             result = self.evaluate()
+        test = self.evaluate(self.dataset.test) if self.dataset.test is not None else None
         out, dataset, name = self.out, self.dataset, self.dataset.val_name
         final = self.trainer.averaged_or_model(self.state.position)
         model_path = out / "model.safetensors"
@@ -379,6 +384,9 @@ class _Run:
                    "data": self.data, "model": str(model_path), "run_dir": str(out),
                    "plots": [str(p) for p in plots], "device": str(self.dev),
                    "threads": torch.get_num_threads(), "processes": self.ctx.world}
+        if test is not None:
+            results.update(test_top1=round(test["top1"], 4), test_top5=round(test["top5"], 4),
+                           test_loss=round(test["loss"], 6))
         if self.ctx.main:
             write_json(out / "results.json", results)
         return RunResult(out, results, plots)
