@@ -45,11 +45,13 @@ def main() -> None:
         results = json.loads((out / "results.json").read_text())
         with open(out / "metrics.csv") as f:
             metrics = list(csv.DictReader(f))
+        # metrics.csv's per-epoch split: the test set, or the validation split with --val-images.
         reached = next((float(r["wall_s"]) for r in metrics
                         if float(r["val_top1"]) >= args.target), None)
         rows.append({"seed": i, "test_top1": results["test_top1"],
                      "test_top5": results["test_top5"], "process_wall_s": round(wall, 1),
-                     "epochs": results["epochs"], "first_reached_target_s": reached})
+                     "epochs": results["epochs"], "first_reached_target_s": reached,
+                     "per_epoch_split": "val" if "val_top1" in results else "test"})
         print(json.dumps(rows[-1]), flush=True)
 
     print()

@@ -65,6 +65,7 @@ def test_lrn_gradients_on_the_gpu_equal_the_cpu(exact_fp32):
         assert torch.allclose(a, b, rtol=1e-2, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_short_training_run_on_the_gpu(tmp_path, fashion_mnist):
     from inception.cli import main
 
@@ -117,6 +118,7 @@ def test_the_loop_never_waits_for_the_gpu_between_reads(fashion_mnist, monkeypat
     assert pos.step == 10 and pos.seen == 1280 and tally.images == 512
 
 
+@pytest.mark.slow
 def test_a_run_stopped_mid_epoch_resumes_with_the_gpu_generator(tmp_path, fashion_mnist,
                                                                 monkeypatch):
     """SIGTERM at step 10 of 16 (epoch 2): the checkpoint holds the GPU generator (dropout draws

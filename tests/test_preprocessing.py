@@ -27,7 +27,7 @@ def test_an_old_record_without_channels_or_image_size_reads():
     ({"crop": 28, "resize": 28, "mean": [0.5], "std": [0.2], "scale": 2}, "unknown"),
     ({"crop": 28, "resize": 20, "mean": [0.5], "std": [0.2]}, "smaller than the crop"),
     ({"crop": 28, "resize": 28, "mean": [0.5], "std": [0.2, 0.2]}, "one value per channel"),
-    ({"crop": "big", "resize": 28, "mean": [0.5], "std": [0.2]}, "preprocessing"),
+    ({"crop": "big", "resize": 28, "mean": [0.5], "std": [0.2]}, "crop must be a positive"),
 ])
 def test_bad_records_are_refused_by_name(bad, message):
     with pytest.raises(PreprocessingError, match=message):
@@ -41,3 +41,16 @@ def test_normalize_scales_then_standardises_per_channel():
     out = p.normalize(x)
     assert torch.allclose(out[0, 0], torch.full((2, 2), 2.0))
     assert torch.allclose(out[0, 1], torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"crop": 0, "resize": 28, "mean": [0.5], "std": [0.2]}, "crop must be a positive integer"),
+    ({"crop": 28.7, "resize": 32, "mean": [0.5], "std": [0.2]}, "crop must be a positive"),
+    ({"crop": 28, "resize": 28, "mean": [0.5], "std": [float("inf")]}, "must be finite"),
+    ({"crop": 28, "resize": 28, "mean": 0.5, "std": [0.2]}, "preprocessing"),
+    ({"crop": 28, "resize": 28, "mean": [0.5], "std": [0.2], "interpolation": "cubic"},
+     "interpolation must be one of"),
+])
+def test_values_that_cannot_describe_an_input_are_refused(bad, message):
+    with pytest.raises(PreprocessingError, match=message):
+        Preprocessing.from_dict(bad)

@@ -139,7 +139,7 @@ class LabelledImages(Dataset):
     def __len__(self) -> int:
         return len(self.folder) if self.folder is not None else len(self.labels)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | Skipped:
         if self.folder is not None:
             return self.folder[i]
         return self.images[i], int(self.labels[i])

@@ -4,7 +4,8 @@ Crops are boxes in the image after its shorter side is resized (`Crop`); `crop_b
 and `extract_crops` cuts them out of a uint8 image tensor with torchvision's functional ops.
 
 - 1 crop: the model's own preprocessing (`model.json`): shorter side to `resize`, centre `crop`.
-- 10 crops: shorter side to the model's `resize` (size * 256/224 when it has none), the four corner
+- 10 crops: shorter side to the model's `resize` (`crop_boxes`' default, for a bare size: size *
+  256/224), the four corner
   and the centre size x size crops, each also mirrored (torchvision's `ten_crop` geometry).
 - 144 crops, the paper's: "resize the image to 4 scales where the shorter dimension (height or
   width) is 256, 288, 320 and 352 respectively, take the left, center and right square of these

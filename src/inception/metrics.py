@@ -2,8 +2,8 @@
 
 The paper reports top-1 and top-5 ("the top-5 error rate ... comparing the ground truth against
 the first 5 predicted classes"); both, the per-class accuracy and the confusion matrix come from
-one `Tally`. Its sums stay on the scores' device, so counting costs a GPU no host
-synchronisation: nothing is read until `totals`.
+one `Tally`. Its sums stay on the device it is given (the batches'), so counting costs a GPU no
+host synchronisation: nothing is read until `totals`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class Tally:
         self.images += len(labels)
 
     def totals(self) -> tuple[float, int, torch.Tensor, int]:
-        """(loss sum, top-5 hits, C x C confusion on the CPU, images): the one read."""
+        """(loss sum, top-5 hits, C x C confusion on the CPU, images): the only place the sums
+        are read from their device."""
         c = self.num_classes
         return (self.loss_sum.item(), int(self.top5.item()), self.confusion.cpu().view(c, c),
                 self.images)

@@ -23,8 +23,10 @@ def _pyplot():
 
 
 def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tensor,
-                classes: list[str], val_name: str) -> list[Path]:
-    """A run directory's `curves.png` (loss, top-1 and top-5 per epoch) and `confusion.png`."""
+                classes: list[str], val_name: str, confusion_name: str | None = None
+                ) -> list[Path]:
+    """A run directory's `curves.png` (loss, top-1 and top-5 per epoch on the `val_name`
+    split) and `confusion.png` (on `confusion_name`, by default the same split)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -46,7 +48,7 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
     plt.close(fig)
 
     cm = plot_confusion(run_dir / "confusion.png", confusion, classes,
-                        f"confusion matrix ({val_name})")
+                        f"confusion matrix ({confusion_name or val_name})")
     return [curves, cm]
 
 

@@ -7,6 +7,7 @@ paper's own is "mean subtraction" on RGB: `std` is then 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 # ImageNet's per-channel mean and std for [0, 1] RGB input (torchvision's normalisation).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 class PreprocessingError(ValueError):
@@ -37,6 +39,16 @@ class Preprocessing:
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        for name in ("crop", "resize", "image_size", "channels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PreprocessingError(f"{name} must be a positive integer; got {value!r}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise PreprocessingError(f"mean {list(self.mean)} and std {list(self.std)} must be "
+                                     "finite")
+        if self.interpolation not in INTERPOLATIONS:
+            raise PreprocessingError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; "
+                                     f"got {self.interpolation!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise PreprocessingError(f"mean {list(self.mean)} and std {list(self.std)} need one "
                                      f"value per channel ({self.channels})")
@@ -62,13 +74,11 @@ class Preprocessing:
         missing = sorted({"resize", "crop", "mean", "std"} - set(data))
         if missing:
             raise PreprocessingError(f"preprocessing lacks {', '.join(missing)}")
-        data = {"image_size": data["crop"], "channels": len(data["mean"]), **data}
         try:
-            return cls(**{k: (int(v) if k in ("image_size", "resize", "crop", "channels") else v)
-                          for k, v in data.items()})
+            return cls(**{"image_size": data["crop"], "channels": len(data["mean"]), **data})
+        except PreprocessingError:
+            raise
         except (TypeError, ValueError) as e:
-            if isinstance(e, PreprocessingError):
-                raise
             raise PreprocessingError(f"preprocessing {data}: {e}") from e
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     if len(classes) != config.num_classes:
         raise WeightsError(f"{meta_path}: {len(classes)} class names for a "
                            f"{config.num_classes}-class model")
+    if preprocessing.channels != config.in_chans:
+        raise WeightsError(f"{meta_path}: preprocessing for {preprocessing.channels} channels, "
+                           f"but the model takes {config.in_chans}")
     model = GoogLeNet(config)
     load_state(model, read_safetensors(weights), weights)
     extra = {k: v for k, v in meta.items() if k not in ("model", "preprocessing", "classes")}

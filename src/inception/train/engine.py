@@ -22,7 +22,7 @@ from torch import nn
 from inception import distributed
 from inception.devices import autocast
 from inception.metrics import Tally, summarize
-from inception.model import GoogLeNet, googlenet_loss
+from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss
 from inception.train.config import RunError, TrainConfig
 from inception.train.optim import Average
 
@@ -102,7 +102,7 @@ class TrainForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> GoogLeNetOutput | torch.Tensor:
         return self.model.forward_aux(x) if self.model.aux else self.model(x)
 
 
@@ -129,6 +129,7 @@ class Trainer:
     def __post_init__(self) -> None:
         if self.forward is None:  # not `or`: a compiled module has no truth value
             self.forward = TrainForward(self.model)
+        self._clock = time.perf_counter()
 
     def averaged_or_model(self, pos: Position) -> nn.Module:
         """What is evaluated and exported: the parameter average once averaging has begun."""

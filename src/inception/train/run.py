@@ -369,12 +369,15 @@ class _Run:
         final = self.trainer.averaged_or_model(self.state.position)
         model_path = out / "model.safetensors"
         plots = [out / "curves.png", out / "confusion.png"]
+        # Per-class accuracy and the confusion matrix of the headline split: the test set when
+        # a validation split was held out.
+        last, last_name = (test, "test") if test is not None else (result, name)
         if self.ctx.main:
             model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
                                       {"recipe": self.cfg.recipe, "data": self.data})
-            plots = write_plots(out, self.state.metrics, result["confusion"], dataset.classes,
-                                name)
-        per_class = per_class_top1(result["confusion"])
+            plots = write_plots(out, self.state.metrics, last["confusion"], dataset.classes,
+                                name, last_name)
+        per_class = per_class_top1(last["confusion"])
         results = {f"{name}_top1": round(result["top1"], 4),
                    f"{name}_top5": round(result["top5"], 4),
                    f"{name}_loss": round(result["loss"], 6),
