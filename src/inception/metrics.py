@@ -8,6 +8,7 @@ host synchronisation: nothing is read until `totals`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,12 +35,14 @@ class Tally:
         self.confusion.index_add_(0, labels * c + scores.argmax(dim=1), torch.ones_like(labels))
         self.images += len(labels)
 
-    def totals(self) -> tuple[float, int, torch.Tensor, int]:
+    def totals(self, read: Callable[[torch.Tensor], torch.Tensor] = torch.Tensor.cpu
+               ) -> tuple[float, int, torch.Tensor, int]:
         """(loss sum, top-5 hits, C x C confusion on the CPU, images): the only place the sums
-        are read from their device."""
+        are read from their device, each through `read` (the training loop passes its own
+        read point, `train.engine.host`)."""
         c = self.num_classes
-        return (self.loss_sum.item(), int(self.top5.item()), self.confusion.cpu().view(c, c),
-                self.images)
+        return (read(self.loss_sum).item(), int(read(self.top5).item()),
+                read(self.confusion).view(c, c), self.images)
 
 
 def per_class_top1(confusion: torch.Tensor) -> list[float]:

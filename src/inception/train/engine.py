@@ -224,9 +224,8 @@ def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainCo
              ) -> dict[str, Any]:
     """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class), summed over
     the ranks' shards under DDP."""
-    tally = evaluation_tally(model, batches, num_classes, cfg, device)
-    confusion = host(tally.confusion).view(num_classes, num_classes)
+    loss_sum, top5, confusion, n = evaluation_tally(model, batches, num_classes, cfg,
+                                                    device).totals(host)
     distributed.all_reduce_tensor(ctx, confusion)
-    loss_sum, top5, n = distributed.all_reduce_sum(
-        ctx, host(tally.loss_sum).item(), host(tally.top5).item(), tally.images)
+    loss_sum, top5, n = distributed.all_reduce_sum(ctx, loss_sum, top5, n)
     return summarize(loss_sum, top5, confusion, n)
