@@ -1,4 +1,6 @@
+import gzip
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,26 @@ def fashion_mnist():
         return data_lib.fashion_mnist(os.environ.get("INCEPTION_DATA_DIR"), download=False)
     except data_lib.DataError:
         pytest.skip("dataset-fashion-mnist is not installed (CI installs it)")
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    """An IDX file of unsigned bytes, as Fashion-MNIST's are (optionally gzipped)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    with (gzip.open if compress else open)(path, "wb") as f:
+        f.write(payload)
+
+
+@pytest.fixture(scope="session")
+def small_fashion_mnist_dir(fashion_mnist, tmp_path_factory):
+    """A `--data-dir` with the first 1,024 training and 512 test images of Fashion-MNIST, for
+    tests that train and evaluate whole runs without paying for the 10,000 test images."""
+    folder = tmp_path_factory.mktemp("small-fashion-mnist")
+    for (split, n), stem in zip(((fashion_mnist[0], 1024), (fashion_mnist[1], 512)),
+                                ("train", "t10k"), strict=True):
+        write_idx(folder / f"{stem}-images-idx3-ubyte", split.images[:n, 0].numpy())
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", split.labels[:n].numpy())
+    return str(folder)
 
 
 # Trouser, Sneaker, Bag: three Fashion-MNIST classes a small model separates quickly.

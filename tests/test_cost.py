@@ -146,3 +146,20 @@ def test_module_comparisons_cover_all_nine_and_reductions_always_win():
 def test_naive_network_blows_up():
     naive = table1_cost(GoogLeNetConfig(module="naive"))
     assert naive.total_ops > 5 * table1_cost().total_ops
+
+
+@pytest.mark.parametrize("change", [{"pool_branch": False}, {"head": "fc"}])
+def test_an_ablated_configuration_is_reported_as_differing_from_the_paper(change):
+    paper = table1_cost()
+    report = table1_cost(GoogLeNetConfig(**change))
+    assert report.notes and "differs from the paper" in report.notes[0]
+    # The paper's mismatch flags are the paper's, whatever the configuration.
+    assert report.mismatches == paper.mismatches
+    avgpool = next(r for r in report.rows if r.name == "avgpool")
+    if "head" in change:
+        assert (avgpool.type, avgpool.patch, avgpool.depth) == ("linear", None, 1)
+        assert avgpool.weights == 1024 * 7 * 7 * 1024
+        assert report.depth_with_pooling - report.depth == paper.depth_with_pooling - 1 - (
+            paper.depth)
+    else:
+        assert report.total_params < paper.total_params

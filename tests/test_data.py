@@ -1,18 +1,10 @@
-import gzip
-import struct
-
 import numpy as np
 import pytest
 import torch
+from conftest import write_idx as _write_idx
 
 from inception import data as data_lib
 from inception.transforms import eval_transform
-
-
-def _write_idx(path, array: np.ndarray, compress: bool):
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if compress else open)(path, "wb").write(payload)
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -216,3 +216,16 @@ def test_transform_input_survives_optimize_for_inference_and_onnx(tmp_path):
     session = onnx_session(tmp_path / "m.onnx", threads=1)
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
     assert (got - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+
+
+@pytest.mark.parametrize("change", [{"pool_branch": False}, {"head": "fc"}])
+def test_the_inference_form_of_the_ablated_models_gives_the_same_logits(change):
+    cfg = GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small", width=0.25,
+                          norm="bn", aux_logits=False, **change)
+    torch.manual_seed(0)
+    model = googlenet(cfg).eval()
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+        got = optimize_for_inference(model, dtype=torch.float32)(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

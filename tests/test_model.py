@@ -9,7 +9,9 @@ import torchvision
 from torch import nn
 
 from inception import ConfigError, GoogLeNetConfig, GoogLeNetOutput, googlenet, googlenet_loss
+from inception.model import GoogLeNet
 from inception.modules import Inception
+from inception.table1 import TABLE1
 from inception.torchvision_compat import to_torchvision_key
 
 GOLDEN = Path(__file__).parent / "golden" / "logits.json"
@@ -223,3 +225,34 @@ def test_torch_fx_and_feature_extraction_work_on_the_model(norm):
         torch.testing.assert_close(traced(x), model(x), rtol=0, atol=0)
     torch.testing.assert_close(out["4e"], h, rtol=0, atol=0)
     torch.testing.assert_close(out["pool"], features.mean(dim=(2, 3)), rtol=1e-6, atol=1e-6)
+
+
+def test_without_the_pooling_path_each_module_has_three_branches():
+    cfg = GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small", width=0.25,
+                          pool_branch=False)
+    model = GoogLeNet(cfg)
+    paper = GoogLeNet(cfg.replace(pool_branch=True))
+    for name, row in ((r.name, r) for r in TABLE1 if r.type == "inception"):
+        layer = model.layers[name]
+        assert layer.branch4 is None and len(layer.branches()) == 3
+        assert layer.filter_counts()["pool_proj"] is None
+        w = [max(1, round(f * 0.25)) for f in (row.n1x1, row.n3x3, row.n5x5)]
+        assert layer.out_channels == sum(w)
+        assert paper.layers[name].out_channels == sum(w) + max(1, round(row.pool_proj * 0.25))
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert len(model.forward_aux(torch.randn(2, 1, 28, 28)).aux) == 2
+    n = sum(p.numel() for p in model.parameters())
+    assert n < sum(p.numel() for p in paper.parameters())
+
+
+def test_a_fully_connected_head_replaces_the_average_pool():
+    cfg = GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small", width=0.25,
+                          head="fc")
+    model = GoogLeNet(cfg)
+    fc = model.layers["avgpool"][1]
+    assert isinstance(fc, torch.nn.Linear)
+    assert (fc.in_features, fc.out_features) == (256 * 3 * 3, 256)  # 5b: 3x3x256 at 28 px
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(RuntimeError):  # the map of another input size does not fit the layer
+        model(torch.randn(2, 1, 36, 36))
+    assert model.num_features == 256

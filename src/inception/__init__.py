@@ -34,4 +34,4 @@ __all__ = [
     "predict",
     "table1_cost",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -209,6 +209,43 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from inception.data import DataError
+    from inception.devices import resolve_device
+    from inception.experiments import claims, report, runner
+    from inception.train import Interrupted, RunError
+    from inception.weights import WeightsError
+
+    resolve_device(args.device)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("runs its arms one after another in one process; launch it without "
+                         "torchrun")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: must be at least 1")
+    experiments, seeds, out = claims.select(args.name), list(range(args.seeds)), Path(args.out)
+    try:
+        runner.train_arms(experiments, out, seeds, device=args.device,
+                          progress=not args.no_progress, data_dir=args.data_dir)
+        for experiment in experiments:
+            result = report.build_report(experiment, out, seeds, data_dir=args.data_dir)
+            paths = report.write_report(result, out)
+            print(result.text())
+            print("written: " + ", ".join(str(p) for p in paths) + "\n")
+    except Interrupted as e:
+        print(f"inception experiment: interrupted ({signal_name(e.signum)}); the finished runs "
+              "are kept: the same command goes on from there", file=sys.stderr)
+        return 128 + e.signum
+    except (RunError, DataError, WeightsError, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    return 0
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
 def format_config_line(config: GoogLeNetConfig) -> str:
     diffs = config.differences_from_paper()
     if not diffs:
@@ -218,7 +255,7 @@ def format_config_line(config: GoogLeNetConfig) -> str:
 
 
 COMMANDS = {"summary": _summary, "train": _train, "eval": _eval, "predict": _predict,
-            "export": _export, "bench": _bench}
+            "export": _export, "bench": _bench, "experiment": _experiment}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ Norm = Literal["lrn", "bn", "none"]
 Stem = Literal["imagenet", "small"]
 ModuleForm = Literal["reduced", "naive"]
 AuxPool = Literal["5x5/3", "adaptive"]
+Head = Literal["avgpool", "fc"]
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,10 @@ class GoogLeNetConfig:
     # uses; "naive" is (a): 1x1, 3x3, 5x5 and a 3x3 max pool side by side, no reductions and no
     # pool projection, so the pool branch passes every input channel through.
     module: ModuleForm = "reduced"
+    # Section 4: "adding an alternative parallel pooling path in each such stage should have
+    # additional beneficial effect, too". False removes each module's fourth branch (the 3x3 max
+    # pool and its 1x1 projection), so each module's output is n1x1 + n3x3 + n5x5 deep.
+    pool_branch: bool = True
     # Figure 3 has a LocalRespNorm after pool1 and after conv2's 3x3 convolution. "bn" puts a
     # BatchNorm after every convolution instead (torchvision, TF-slim) and drops the LRNs;
     # "none" has neither.
@@ -70,6 +75,12 @@ class GoogLeNetConfig:
     # "An average pooling layer with 5x5 filter size and stride 3, resulting in an 4x4x512 output".
     # torchvision uses an adaptive pool to 4x4, which at 14x14 averages 4x4 windows at stride 3-4.
     aux_pool: AuxPool = "5x5/3"
+    # Section 5: "The use of average pooling before the classifier is based on [12] ... a move
+    # from fully connected layers to average pooling improved the top-1 accuracy by about 0.6%".
+    # "fc" replaces the global average pool with a fully connected layer (ReLU) from the whole
+    # last feature map to as many units as it has channels; the model then only takes
+    # image_size inputs.
+    head: Head = "avgpool"
     # Table 1: "dropout (40%)". torchvision uses 0.2 and TF-slim keep_prob 0.8.
     dropout: float = 0.4
     # "A dropout layer with 70% ratio of dropped outputs."

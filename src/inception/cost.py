@@ -247,7 +247,7 @@ def table1_cost(config: GoogLeNetConfig | None = None) -> CostReport:
 def _same_geometry(a: GoogLeNetConfig, b: GoogLeNetConfig) -> bool:
     """True when the two configs have the same parameter counts and multiply-adds per row."""
     keys = ("num_classes", "in_chans", "image_size", "width", "stem", "module", "branch5x5_kernel",
-            "pool4_kernel")
+            "pool4_kernel", "pool_branch", "head")
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
@@ -260,8 +260,8 @@ def _patch(name: str, printed: str | None, config: GoogLeNetConfig,
         return None
     if name == "pool4":
         return f"{config.pool4_kernel}x{config.pool4_kernel}/2"
-    if name == "avgpool":  # a global average pool: 7x7/1 at 224 px
-        return f"{previous[0]}x{previous[1]}/1"
+    if name == "avgpool":  # a global average pool: 7x7/1 at 224 px; none with head="fc"
+        return f"{previous[0]}x{previous[1]}/1" if config.head == "avgpool" else None
     return printed
 
 
@@ -281,7 +281,8 @@ def _rows(config: GoogLeNetConfig, model: GoogLeNet, macs: dict[str, int],
         h, w = hw or (1, 1)
         prefix = f"layers.{spec.name}"
         ops = sum(v for k, v in macs.items() if k == prefix or k.startswith(prefix + "."))
-        rows.append(RowCost(spec.name, spec.type, _patch(spec.name, spec.patch, config, previous),
+        kind = "linear" if spec.name == "avgpool" and config.head == "fc" else spec.type
+        rows.append(RowCost(spec.name, kind, _patch(spec.name, spec.patch, config, previous),
                             (h, w, c), layer_depth(layer), _filters(layer),
                             sum(p.numel() for p in layer.parameters()), _weights(layer), ops))
     return rows

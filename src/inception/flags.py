@@ -237,6 +237,27 @@ def _bench_parser(sub) -> argparse.ArgumentParser:
     return be
 
 
+def _experiment_parser(sub) -> argparse.ArgumentParser:
+    from inception.experiments.claims import DEFAULT_SEEDS, EXPERIMENTS
+
+    exp = sub.add_parser(
+        "experiment", help="test one of the paper's design claims (or all six) as an ablation",
+        description="Train each arm of the experiment over several seeds (resumable: finished "
+                    "runs are kept, interrupted ones resume), then print its table and write "
+                    "its table, JSON and plot. Experiments: " + ", ".join(EXPERIMENTS) + ".")
+    exp.add_argument("name", metavar="NAME", choices=(*EXPERIMENTS, "all"),
+                     help="an experiment's name, or all")
+    exp.add_argument("--out", default="runs/experiments",
+                     help="folder of the runs and results (default runs/experiments)")
+    exp.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+                     help=f"seeds 0 .. N-1 for every arm (default {DEFAULT_SEEDS})")
+    exp.add_argument("--data-dir", help="where Fashion-MNIST's IDX files are (or go)")
+    exp.add_argument("--threads", type=int, default=None,
+                     help="torch CPU threads (default: torch's choice)")
+    exp.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return exp
+
+
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None = None
                  ) -> argparse.ArgumentParser:
     """The `inception` parser; `commands` maps each command to the function that runs it
@@ -248,13 +269,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     summary, train, ev = _summary_parser(sub), _train_parser(sub), _eval_parser(sub)
     pr, ex, be = _predict_parser(sub), _export_parser(sub), _bench_parser(sub)
+    xp = _experiment_parser(sub)
     for name, p in (("summary", summary), ("train", train), ("eval", ev), ("predict", pr),
-                    ("export", ex), ("bench", be)):
+                    ("export", ex), ("bench", be), ("experiment", xp)):
         p.set_defaults(func=(commands or {}).get(name))
     for p in (ev, pr):
         p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                        help="arithmetic of the inference path (default fp32)")
-    for p in (train, ev, pr, be):
+    for p in (train, ev, pr, be, xp):
         p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                        help="auto (default): the CUDA GPU when there is one, else the CPU")
     for p in (ev, pr, ex):

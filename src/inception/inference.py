@@ -74,7 +74,10 @@ class FusedInception(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b, c = F.relu(self.reduce(x), inplace=True).split(self.splits, dim=1)
-        return torch.cat([a, self.branch2(b), self.branch3(c), self.branch4(x)], dim=1)
+        outs = [a, self.branch2(b), self.branch3(c)]
+        if self.branch4 is not None:
+            outs.append(self.branch4(x))
+        return torch.cat(outs, dim=1)
 
 
 class ConvLRN(nn.Module):
@@ -211,7 +214,7 @@ def _cpu_rewrites(net: GoogLeNet, dtype: torch.dtype) -> None:
             net.layers[name] = FusedInception(layer)
     if dtype == torch.bfloat16:
         for layer in net.layers.values():
-            if isinstance(layer, FusedInception | Inception):
+            if isinstance(layer, FusedInception | Inception) and layer.branch4 is not None:
                 pool = layer.branch4[0]
                 if pool.kernel_size == 3 and pool.stride == 1 and pool.padding == 1:
                     layer.branch4[0] = MaxPool3x3()

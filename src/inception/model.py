@@ -12,6 +12,7 @@ Forward contract (the same in train and eval mode, unlike torchvision's, vision#
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import torch
@@ -22,6 +23,9 @@ from inception.config import ConfigError, GoogLeNetConfig
 from inception.modules import AuxClassifier, ConvReLU, Inception, local_response_norm
 from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from inception.table1 import AUX_TAPS, TABLE1, Row
+
+# The last of the "lower stages" of section 5's gradient argument: the first aux head sits on 4a.
+LOWER_STAGES_END = "4a"
 
 CLASSIFIER_INIT_STD = 0.01
 
@@ -127,10 +131,13 @@ class GoogLeNet(nn.Module):
             filters = [self._w(f) for f in (row.n1x1, row.n3x3_reduce, row.n3x3, row.n5x5_reduce,
                                             row.n5x5, row.pool_proj)]
             layer = Inception(cin, *filters, naive=cfg.module == "naive",
-                              branch5x5_kernel=cfg.branch5x5_kernel, batch_norm=bn,
-                              bn_eps=cfg.bn_eps)
+                              branch5x5_kernel=cfg.branch5x5_kernel, pool_branch=cfg.pool_branch,
+                              batch_norm=bn, bn_eps=cfg.bn_eps)
             return layer, layer.out_channels, size
         if row.type == "avg pool":
+            if cfg.head == "fc":
+                fc = nn.Linear(cin * size * size, cin)
+                return nn.Sequential(nn.Flatten(1), fc, nn.ReLU(inplace=True)), cin, 1
             return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), cin, 1
         if row.type == "dropout":
             return nn.Dropout(cfg.dropout), cin, size
@@ -211,6 +218,17 @@ class GoogLeNet(nn.Module):
         logits = self.forward_head(self.forward_features(x, aux))
         return GoogLeNetOutput(logits, tuple(aux))
 
+    def lower_stage_parameters(self, last: str = LOWER_STAGES_END) -> list[nn.Parameter]:
+        """The parameters of Table 1's rows from conv1 up to and including `last`: the "lower
+        stages" whose gradient section 5's auxiliary classifiers are meant to strengthen ("increase
+        the gradient signal that gets propagated back"). The aux heads' own parameters are not
+        among them."""
+        names = list(self.layers)
+        if last not in names:
+            raise ValueError(f"no layer {last!r}; choose one of {', '.join(names)}")
+        return [p for name in names[:names.index(last) + 1]
+                for p in self.layers[name].parameters()]
+
     def drop_aux(self) -> GoogLeNet:
         """Remove the auxiliary classifiers, in place: "At inference time, these auxiliary
         networks are discarded." Returns the model."""
@@ -239,6 +257,15 @@ def googlenet(config: GoogLeNetConfig | None = None, **overrides: Any) -> GoogLe
     >>> model = googlenet(num_classes=10, stem="small", image_size=28, norm="bn")
     """
     return GoogLeNet((config or GoogLeNetConfig()).replace(**overrides))
+
+
+def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:
+    """The L2 norm of the gradients of `parameters` (those that have one) taken together, as a
+    tensor on their device: reading it is the caller's choice of synchronisation point."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        raise ValueError("none of the parameters has a gradient; call backward() first")
+    return torch.nn.utils.get_total_norm(grads)
 
 
 def googlenet_loss(output: GoogLeNetOutput, target: torch.Tensor, aux_weight: float = 0.3,

@@ -164,13 +164,18 @@ class Inception(nn.Module):
     pool passes every input channel through. `n3x3_reduce`, `n5x5_reduce` and `pool_proj` are
     ignored. Output depth: n1x1 + n3x3 + n5x5 + in_channels.
 
+    `pool_branch=False` removes the fourth branch (the max pool and, when reduced, its
+    projection): the ablation of section 4's "adding an alternative parallel pooling path".
+    `branch4` is then None.
+
     The four branch outputs are "concatenated into a single output vector forming the input of
     the next stage".
     """
 
     def __init__(self, in_channels: int, n1x1: int, n3x3_reduce: int, n3x3: int, n5x5_reduce: int,
                  n5x5: int, pool_proj: int, *, naive: bool = False, branch5x5_kernel: int = 5,
-                 batch_norm: bool = False, bn_eps: float = 1e-3) -> None:
+                 pool_branch: bool = True, batch_norm: bool = False,
+                 bn_eps: float = 1e-3) -> None:
         super().__init__()
         self.naive = naive
 
@@ -186,26 +191,31 @@ class Inception(nn.Module):
         self.branch2 = branch(n3x3_reduce, n3x3, 3)
         self.branch3 = branch(n5x5_reduce, n5x5, branch5x5_kernel)
         pool = nn.MaxPool2d(3, stride=1, padding=1)
-        self.branch4 = nn.Sequential(pool) if naive else nn.Sequential(
-            pool, conv(in_channels, pool_proj, 1))
-        self.out_channels = n1x1 + n3x3 + n5x5 + (in_channels if naive else pool_proj)
+        self.branch4: nn.Sequential | None = None
+        if pool_branch:
+            self.branch4 = nn.Sequential(pool) if naive else nn.Sequential(
+                pool, conv(in_channels, pool_proj, 1))
+        pooled = 0 if not pool_branch else in_channels if naive else pool_proj
+        self.out_channels = n1x1 + n3x3 + n5x5 + pooled
 
     def branches(self) -> tuple[nn.Module, ...]:
-        return (self.branch1, self.branch2, self.branch3, self.branch4)
+        four = (self.branch1, self.branch2, self.branch3, self.branch4)
+        return tuple(b for b in four if b is not None)
 
     def filter_counts(self) -> dict[str, int | None]:
         """Table 1's filter columns read back from this module's convolutions."""
         def outs(seq: nn.Module) -> list[int]:
             return [m.out_channels for m in seq.modules() if isinstance(m, nn.Conv2d)]
 
-        b2, b3, b4 = outs(self.branch2), outs(self.branch3), outs(self.branch4)
+        b2, b3 = outs(self.branch2), outs(self.branch3)
+        b4 = outs(self.branch4) if self.branch4 is not None else []
         return {
             "n1x1": self.branch1.conv.out_channels,
             "n3x3_reduce": None if self.naive else b2[0],
             "n3x3": b2[-1],
             "n5x5_reduce": None if self.naive else b3[0],
             "n5x5": b3[-1],
-            "pool_proj": None if self.naive else b4[0],
+            "pool_proj": b4[0] if b4 else None,
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -105,3 +105,48 @@ def plot_cost(report: CostReport, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_experiment(path: Path, title: str, columns: dict[str, dict[str, dict[int, float]]],
+                    curves: dict[str, dict[int, list[float]]] | None = None,
+                    curve_label: str = "") -> Path:
+    """An experiment's figure: for each measured column, every arm's per-seed values (dots)
+    with their mean and standard deviation (bar); with `curves`, a last panel of each arm's
+    per-epoch curve, one thin line per seed and the mean over seeds thick."""
+    import statistics
+
+    plt = _pyplot()
+    panels = len(columns) + (1 if curves else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, arms) in zip(axes[0], columns.items(), strict=False):
+        for i, seeds in enumerate(arms.values()):
+            values = [seeds[s] for s in sorted(seeds)]
+            mean = statistics.fmean(values)
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            ax.errorbar([i], [mean], yerr=[std], fmt="_", markersize=28, capsize=8,
+                        color=colors[i % len(colors)])
+            ax.plot([i] * len(values), values, "o", alpha=0.6, color=colors[i % len(colors)])
+        ax.set_xticks(range(len(arms)), list(arms), rotation=10)
+        ax.set_xlim(-0.6, len(arms) - 0.4)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, axis="y")
+    if curves:
+        ax = axes[0][-1]
+        for i, (arm, seeds) in enumerate(curves.items()):
+            color = colors[i % len(colors)]
+            runs = [seeds[s] for s in sorted(seeds)]
+            for run in runs:
+                ax.plot(range(1, len(run) + 1), run, color=color, alpha=0.3, linewidth=1)
+            length = min(len(r) for r in runs)
+            mean = [statistics.fmean(r[e] for r in runs) for e in range(length)]
+            ax.plot(range(1, length + 1), mean, "o-", color=color, label=arm, linewidth=2)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(curve_label)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

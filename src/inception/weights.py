@@ -183,6 +183,13 @@ def read_torchvision_state(source: str | Path | dict[str, torch.Tensor]) -> dict
     return state
 
 
+def _check_torchvision_layout(config: GoogLeNetConfig, source: str | Path) -> None:
+    """torchvision's GoogLeNet has every module's pooling path and an average-pool head."""
+    if not config.pool_branch or config.head != "avgpool":
+        raise WeightsError(f"{source}: torchvision's weights need pool_branch=True and "
+                           "head='avgpool' (its model has the pooling paths and no FC head)")
+
+
 def from_torchvision(state_dict_or_path: str | Path | dict[str, torch.Tensor],
                      transform_input: bool = False, **overrides: Any) -> GoogLeNet:
     """Our GoogLeNet in torchvision's layout (`GoogLeNetConfig.torchvision()`), loaded with a
@@ -201,6 +208,7 @@ def from_torchvision(state_dict_or_path: str | Path | dict[str, torch.Tensor],
     config = GoogLeNetConfig.torchvision(num_classes=state["fc.weight"].shape[0],
                                          aux_logits=has_aux, transform_input=transform_input,
                                          **overrides)
+    _check_torchvision_layout(config, source)
     model = GoogLeNet(config)
     theirs = {}
     for key in model.state_dict():
@@ -216,6 +224,7 @@ def from_torchvision(state_dict_or_path: str | Path | dict[str, torch.Tensor],
 def torchvision_backbone_state(source: str | Path, model: GoogLeNet) -> dict[str, torch.Tensor]:
     """The tensors of a torchvision GoogLeNet file that fit `model`, classifiers excluded: the
     initialisation for fine-tuning (`inception train --init torchvision:PATH`)."""
+    _check_torchvision_layout(model.config, f"--init {source}")
     state = read_torchvision_state(source)
     own = model.state_dict()
     picked, wrong = {}, []

@@ -67,6 +67,11 @@ class TrainConfig:
     # are to be tuned on the validation split, never on the test set.
     val_images: int = 0
     eval_batch_size: int = 1000
+    # Not in the paper: record each epoch's mean L2 norm of the gradient reaching the lower
+    # stages (conv1 .. 4a) in metrics.csv (`lower_grad_norm`), for section 5's claim that the
+    # auxiliary classifiers "increase the gradient signal that gets propagated back" (`inception
+    # experiment aux-heads`). A measurement only: the trained weights are the same either way.
+    watch_gradients: bool = False
     # Under torchrun on GPUs: BatchNorm statistics over the global batch (nn.SyncBatchNorm)
     # instead of each process's slice. PyTorch's SyncBatchNorm is GPU-only.
     sync_bn: bool = False

@@ -22,7 +22,7 @@ from torch import nn
 from inception import distributed
 from inception.devices import autocast
 from inception.metrics import Tally, summarize
-from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss
+from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss, gradient_norm
 from inception.train.config import RunError, TrainConfig
 from inception.train.optim import Average
 
@@ -45,7 +45,9 @@ def host(t: torch.Tensor) -> torch.Tensor:
 class Position:
     """Where a run stands: the epoch in progress (0-based), the batches done in it, the global
     optimizer step, and the partial epoch's loss sum, images, training seconds and starting
-    learning rate; `wall_s` is the run's wall time up to the checkpoint."""
+    learning rate; `wall_s` is the run's wall time up to the checkpoint. With
+    `watch_gradients`, the partial epoch's sum of the lower stages' gradient norms and its step
+    count."""
 
     epoch: int = 0
     batch: int = 0
@@ -55,6 +57,8 @@ class Position:
     train_s: float = 0.0
     lr: float = 0.0
     wall_s: float = 0.0
+    grad_norm_sum: float = 0.0
+    grad_norm_steps: int = 0
 
 
 class LossMeter:
@@ -125,11 +129,15 @@ class Trainer:
     _meter: LossMeter = field(default_factory=LossMeter, init=False, repr=False)
     _clock: float = field(default=0.0, init=False, repr=False)
     _progress: Any = field(default=None, init=False, repr=False)
+    _grad_norms: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
+    _lower: list[nn.Parameter] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.forward is None:  # not `or`: a compiled module has no truth value
             self.forward = TrainForward(self.model)
         self._clock = time.perf_counter()
+        if self.cfg.watch_gradients:
+            self._lower = self.model.lower_stage_parameters()
 
     def averaged_or_model(self, pos: Position) -> nn.Module:
         """What is evaluated and exported: the parameter average once averaging has begun."""
@@ -167,6 +175,8 @@ class Trainer:
                 loss = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self._lower:  # the gradient that reached conv1 .. 4a, read at the next sync
+            self._grad_norms.append(gradient_norm(self._lower).detach())
         self.optimizer.step()
         self.scheduler.step()
         pos.step += 1
@@ -190,6 +200,11 @@ class Trainer:
         """Read the pending losses and bring `pos`'s loss sum, image count and training time up
         to date (summed over the ranks under DDP: a collective call)."""
         self._read(pos)
+        if self._grad_norms:  # identical on every rank: DDP has averaged the gradients
+            norms = host(torch.stack(self._grad_norms).double()).tolist()
+            pos.grad_norm_sum += sum(norms)
+            pos.grad_norm_steps += len(norms)
+            self._grad_norms.clear()
         now = time.perf_counter()
         pos.loss_sum, seen = distributed.all_reduce_sum(self.ctx, self._meter.loss_sum,
                                                         self._meter.seen)

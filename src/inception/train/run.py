@@ -312,6 +312,7 @@ class _Run:
             # Dropout masks: rank 0's stream is the single-process one.
             torch.manual_seed(epoch_seed(cfg.seed, epoch) + 1 + 7_777_777 * ctx.rank)
             pos.loss_sum, pos.seen, pos.train_s = 0.0, 0, 0.0
+            pos.grad_norm_sum, pos.grad_norm_steps = 0.0, 0
             pos.lr = self.trainer.optimizer.param_groups[0]["lr"]
             current = self.dataset.train.epoch(epoch)
         else:  # mid-epoch: the random states of the moment the checkpoint was taken
@@ -345,6 +346,8 @@ class _Run:
                "val_loss": round(result["loss"], 6),
                "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
                "lr": pos.lr, "images_per_s": round(pos.seen / max(pos.train_s, 1e-9), 1)}
+        if self.cfg.watch_gradients:
+            row["lower_grad_norm"] = round(pos.grad_norm_sum / max(pos.grad_norm_steps, 1), 6)
         self.state.metrics.append(row)
         skipped = distributed.gather_objects(self.ctx, (dataset.train.skipped,
                                                         dataset.val.skipped))

@@ -142,8 +142,12 @@ def write_skipped(out: Path, dataset: Data) -> None:
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    """`metrics.csv`: METRIC_COLUMNS, then any further column the rows have (`lower_grad_norm`
+    with `watch_gradients`)."""
+    extra = [k for k in (rows[0] if rows else {}) if k not in METRIC_COLUMNS]
+
     def write(f) -> None:
-        writer = csv.DictWriter(f, fieldnames=METRIC_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=[*METRIC_COLUMNS, *extra])
         writer.writeheader()
         writer.writerows(rows)
     _replace_atomically(path, write)
