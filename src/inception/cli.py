@@ -232,18 +232,12 @@ def _experiment(args: argparse.Namespace) -> int:
             print(result.text())
             print("written: " + ", ".join(str(p) for p in paths) + "\n")
     except Interrupted as e:
-        print(f"inception experiment: interrupted ({signal_name(e.signum)}); the finished runs "
+        print(f"inception experiment: interrupted ({e.signal_name}); the finished runs "
               "are kept: the same command goes on from there", file=sys.stderr)
         return 128 + e.signum
     except (RunError, DataError, WeightsError, FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from e
     return 0
-
-
-def signal_name(signum: int) -> str:
-    import signal
-
-    return signal.Signals(signum).name
 
 
 def format_config_line(config: GoogLeNetConfig) -> str:

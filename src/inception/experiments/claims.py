@@ -80,8 +80,6 @@ class Experiment:
         return self.arms[0]
 
 
-PAPER = Arm("paper")
-
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         "reductions", "4",
@@ -132,5 +130,5 @@ def select(name: str) -> list[Experiment]:
         return list(EXPERIMENTS.values())
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of "
-                       f"{', '.join(EXPERIMENTS)} or all")
+                         f"{', '.join(EXPERIMENTS)} or all")
     return [EXPERIMENTS[name]]

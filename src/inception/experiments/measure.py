@@ -6,8 +6,8 @@
   the classes (claim 3's "encourage discrimination in the lower stages").
 - `gradient_curve`: the per-epoch norm of the gradient reaching conv1 .. 4a that training
   recorded (`TrainConfig.watch_gradients`; claim 3's "increase the gradient signal").
-- `network_cost` and `training_rates`: parameters, multiply-adds and training images/s of
-  configurations side by side (claim 1).
+- `training_rates`: training images/s of configurations side by side (claim 1; their
+  parameters and multiply-adds are `inception.cost.table1_cost`'s totals).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inception.config import GoogLeNetConfig
-from inception.cost import count_macs
 from inception.data import TensorSplit, fashion_mnist
 from inception.devices import autocast
 from inception.evaluation import evaluate
@@ -119,15 +117,6 @@ def gradient_curve(run: Path) -> list[float]:
         raise ValueError(f"{run}/metrics.csv has no lower_grad_norm column; the run was trained "
                          "without watch_gradients")
     return [float(r["lower_grad_norm"]) for r in rows]
-
-
-def network_cost(config: GoogLeNetConfig) -> dict[str, int]:
-    """Parameters and multiply-adds per image of the inference network (no aux heads)."""
-    with torch.device("meta"):
-        model = GoogLeNet(config.replace(aux_logits=False)).eval()
-    shape = (1, config.in_chans, config.image_size, config.image_size)
-    return {"params": sum(p.numel() for p in model.parameters()),
-            "macs": count_macs(model, shape)}
 
 
 def training_rates(configs: Mapping[str, TrainConfig], repeats: int = 7,

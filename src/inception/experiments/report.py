@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from inception.cost import table1_cost
 from inception.experiments import measure
 from inception.experiments.claims import Arm, Experiment, protocol
 from inception.experiments.runner import (
+    RESULTS_FILE,
     cached_measure,
     check_run_config,
     read_json,
@@ -108,7 +112,7 @@ def _finished(out: Path, experiment: Experiment, seeds: list[int]) -> dict[str, 
     """{arm: {seed: run}} over the seeds whose runs have finished for every arm, so that each
     arm's row and the paired differences cover the same seeds."""
     runs = {arm.name: {s: run_dir(out, arm, s) for s in seeds} for arm in experiment.arms}
-    shared = [s for s in seeds if all((r[s] / "results.json").exists() for r in runs.values())]
+    shared = [s for s in seeds if all((r[s] / RESULTS_FILE).exists() for r in runs.values())]
     if not shared:
         raise FileNotFoundError(f"{experiment.name}: no seed has finished runs of every arm "
                                 f"under {out}/runs; run `inception experiment "
@@ -116,11 +120,11 @@ def _finished(out: Path, experiment: Experiment, seeds: list[int]) -> dict[str, 
     return {arm: {s: r[s] for s in shared} for arm, r in runs.items()}
 
 
-def _top1(run: Path, arm: Arm, experiment: Experiment, data_dir: str | None) -> float:
+def _top1(run: Path, results: dict[str, Any], arm: Arm, experiment: Experiment,
+          data_dir: str | None) -> float:
     if "weights" in experiment.measures:
         return cached_measure(run, f"top1_{arm.weights}",
                               lambda: measure.weights_top1(run, arm.weights, data_dir))
-    results = read_json(run / "results.json")
     return results.get("test_top1", results.get("val_top1"))
 
 
@@ -134,11 +138,11 @@ def build_report(experiment: Experiment, out: Path, seeds: list[int],
     for arm, done in runs.items():
         for seed, run in done.items():
             check_run_config(run, arms[arm].config(base, seed))
-    top1 = Column(TOP1, {a: {s: _top1(r, arms[a], experiment, data_dir)
+    results = {r: read_json(r / RESULTS_FILE) for done in runs.values() for r in done.values()}
+    top1 = Column(TOP1, {a: {s: _top1(r, results[r], arms[a], experiment, data_dir)
                              for s, r in done.items()} for a, done in runs.items()})
     report = Report(experiment, [top1])
-    walls = {r: read_json(r / "results.json")["wall_s"] for done in runs.values()
-             for r in done.values()}  # a run shared by both arms counts once
+    walls = {r: res["wall_s"] for r, res in results.items()}  # a shared run counts once
     report.extra.update(runs=len(walls), train_minutes=round(sum(walls.values()) / 60, 1))
     if "gradients" in experiment.measures:
         report.curves = {a: {s: measure.gradient_curve(r) for s, r in done.items()}
@@ -162,7 +166,8 @@ def _add_cost(report: Report, out: Path, base: TrainConfig, repeats: int) -> Non
     """Parameters, multiply-adds and training images/s (measured side by side, cached)."""
     arms = report.experiment.arms
     configs = {a.name: a.config(base, 0) for a in arms}
-    costs = {name: measure.network_cost(cfg.model) for name, cfg in configs.items()}
+    reports = {name: table1_cost(cfg.model) for name, cfg in configs.items()}
+    costs = {name: {"params": r.total_params, "macs": r.total_ops} for name, r in reports.items()}
     path = Path(out) / report.experiment.name / "cost.json"
     if path.exists():
         rates = read_json(path)["training_images_per_s"]
@@ -170,7 +175,7 @@ def _add_cost(report: Report, out: Path, base: TrainConfig, repeats: int) -> Non
         rates = measure.training_rates(configs, repeats=repeats)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, {"training_images_per_s": rates, "repeats": repeats,
-                          "batch": base.batch_size, "threads": _threads()})
+                          "batch": base.batch_size, "threads": torch.get_num_threads()})
     first = arms[0].name
     report.fixed = {
         "params": {a: f"{c['params'] / 1e6:.2f}M" for a, c in costs.items()},
@@ -179,12 +184,6 @@ def _add_cost(report: Report, out: Path, base: TrainConfig, repeats: int) -> Non
             a: f"{r:.0f} ({r / rates[first]:.2f}x)" for a, r in rates.items()},
     }
     report.extra["cost"] = {"network": costs, "training_images_per_s": rates}
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def write_report(report: Report, out: Path) -> list[Path]:

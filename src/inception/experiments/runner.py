@@ -89,9 +89,9 @@ def check_run_config(folder: Path, cfg: TrainConfig) -> None:
     runs copied in): its result would be silently mixed into the table."""
     saved = saved_config(folder)
     if saved != cfg:
-        diffs = [k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v]
-        raise RunError(f"{folder}: trained with other settings ({', '.join(diffs)}) than this "
-                       "experiment's; move it away or use another --out")
+        raise RunError(f"{folder}: trained with other settings "
+                       f"({', '.join(cfg.differing_fields(saved))}) than this experiment's; "
+                       "move it away or use another --out")
 
 
 def saved_config(folder: Path) -> TrainConfig:

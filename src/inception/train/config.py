@@ -117,6 +117,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def differing_fields(self, other: TrainConfig) -> list[str]:
+        """The top-level fields (`model` as one) whose values differ from `other`'s."""
+        theirs = other.to_dict()
+        return [k for k, v in self.to_dict().items() if theirs[k] != v]
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)

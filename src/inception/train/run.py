@@ -135,7 +135,7 @@ class Interrupted(Exception):
     """SIGINT or SIGTERM arrived: the run saved a checkpoint at `position` and stopped."""
 
     def __init__(self, signum: int, out: Path, position: Position) -> None:
-        name = signal.Signals(signum).name
+        self.signal_name = name = signal.Signals(signum).name
         super().__init__(f"{name} at epoch {position.epoch + 1}, step {position.step}: "
                          f"checkpoint saved; continue with --resume --out {out}")
         self.signum = signum
@@ -203,9 +203,9 @@ def _open_run(cfg: TrainConfig, out: str | Path | None, resume: bool,
     if ckpt is not None:
         saved = TrainConfig.from_dict(ckpt["train_config"])
         if saved != cfg:
-            diffs = [k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v]
             raise RunError(f"--resume: the flags differ from the run's saved config in "
-                           f"{', '.join(diffs)}; resume without changing them")
+                           f"{', '.join(cfg.differing_fields(saved))}; resume without changing "
+                           "them")
     if cfg.batch_size % ctx.world:
         raise RunError(f"--batch-size {cfg.batch_size} (the global batch) must be divisible by "
                        f"the {ctx.world} processes")
