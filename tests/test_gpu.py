@@ -181,3 +181,22 @@ def test_eval_and_predict_on_the_gpu_match_the_cpu(fashion_run, fashion_mnist, t
         predictions.append(json.loads(capsys.readouterr().out)[0]["predictions"])
     assert predictions[0][0]["class"] == predictions[1][0]["class"]
     assert abs(predictions[0][0]["probability"] - predictions[1][0]["probability"]) < 0.02
+
+
+def test_an_imported_caffe_model_predicts_on_the_gpu_as_on_the_cpu(tmp_path, capsys, exact_fp32):
+    from test_caffe import PHOTO, caffemodel, random_paper_model
+
+    from inception.cli import main
+
+    path = tmp_path / "bvlc_googlenet.caffemodel"
+    path.write_bytes(caffemodel(random_paper_model()))
+    out = tmp_path / "imported"
+    assert main(["import-caffe", str(path), "--out", str(out)]) == 0
+    capsys.readouterr()
+    results = {}
+    for device in ("cpu", "cuda"):
+        assert main(["predict", str(out), str(PHOTO), "--json", "--device", device]) == 0
+        results[device] = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert [p["class"] for p in results["cuda"]] == [p["class"] for p in results["cpu"]]
+    for a, b in zip(results["cuda"], results["cpu"], strict=True):
+        assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)

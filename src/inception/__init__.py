@@ -6,8 +6,10 @@
 >>> trained = inception.load("runs/fashion-mnist-20261125-101500")   # model, preprocessing, classes
 >>> inception.predict(trained, ["shirt.jpg"], topk=3)          # top classes of image files
 >>> ported = inception.from_torchvision("googlenet-1378be20.pth", transform_input=True)
+>>> caffe = inception.from_caffe("bvlc_googlenet.caffemodel")   # Caffe's model zoo weights
 """
 
+from inception.caffe import CaffeError, from_caffe
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.cost import table1_cost
 from inception.inference import optimize_for_inference
@@ -18,6 +20,7 @@ from inception.weights import LoadedModel, WeightsError, from_torchvision, load
 
 __all__ = [
     "AuxClassifier",
+    "CaffeError",
     "ConfigError",
     "ConvReLU",
     "GoogLeNet",
@@ -26,6 +29,7 @@ __all__ = [
     "Inception",
     "LoadedModel",
     "WeightsError",
+    "from_caffe",
     "from_torchvision",
     "googlenet",
     "googlenet_loss",
@@ -34,4 +38,4 @@ __all__ = [
     "predict",
     "table1_cost",
 ]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -112,6 +112,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     models = _load_models([args.model, *(args.ensemble or [])], args.device)
     data = args.data or models[0].meta.get("data", "fashion-mnist")
+    if data is None:
+        raise UsageError(f"MODEL {args.model} was not trained here and has no data set of its "
+                         "own; give DATA, an image folder with val/CLASS/ subfolders")
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder with val/")
     try:
@@ -193,6 +196,42 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_caffe(args: argparse.Namespace) -> int:
+    from inception.caffe import MODEL_ZOO_SHA1, CaffeError, from_caffe
+    from inception.weights import MODEL_FILE, save_model
+
+    out = Path(args.out)
+    if (out / MODEL_FILE).exists() and not args.force:
+        raise UsageError(f"--out {out} already holds a {MODEL_FILE}; choose another folder or "
+                         "pass --force")
+    classes = None
+    if args.classes:
+        try:
+            classes = [line.strip() for line in Path(args.classes).read_text().splitlines()
+                       if line.strip()]
+        except OSError as e:
+            raise UsageError(f"--classes {args.classes}: cannot read it ({e.strerror})") from e
+    try:
+        loaded = from_caffe(args.caffemodel, classes)
+    except CaffeError as e:
+        raise UsageError(str(e)) from e
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path = save_model(out, loaded.config, loaded.model.state_dict(), loaded.preprocessing,
+                          loaded.classes, loaded.meta)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write the model ({e.strerror})") from e
+    source = loaded.meta["source"]
+    zoo = "the model zoo's file" if source["sha1"] == MODEL_ZOO_SHA1 else "not the model zoo's file"
+    print(f"read {args.caffemodel} ({source['format']} format, sha1 {source['sha1']}: {zoo})")
+    print(f"{loaded.config.num_classes} classes, aux heads: "
+          f"{'yes' if loaded.config.aux_logits else 'no'}; input RGB, 255 x - (123, 117, 104), "
+          "conv1's channels reversed from Caffe's BGR")
+    print(f"model: {path} (+ model.json)")
+    print(f"next:  inception predict {out} IMAGE.jpg")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -249,7 +288,8 @@ def format_config_line(config: GoogLeNetConfig) -> str:
 
 
 COMMANDS = {"summary": _summary, "train": _train, "eval": _eval, "predict": _predict,
-            "export": _export, "bench": _bench, "experiment": _experiment}
+            "export": _export, "bench": _bench, "experiment": _experiment,
+            "import-caffe": _import_caffe}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

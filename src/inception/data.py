@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,11 +228,13 @@ class ImageFolderDataset(Dataset):
     `Skipped` naming it, so that one bad file never stops an epoch; `collate_skipping` drops it
     from its batch and the training loop logs and lists it in the run directory.
 
-    `min_side` lets large JPEGs decode at reduced size (`load_image`).
+    `min_side` lets large JPEGs decode at reduced size (`load_image`). `labels` gives each class
+    folder's label when it is not the folder's index (a model whose classes are more than the
+    folder's, such as ImageNet weights evaluated on a few of its classes).
     """
 
     def __init__(self, root: Path, classes: list[str], transform, channels: int = 3,
-                 min_side: int | None = None) -> None:
+                 min_side: int | None = None, labels: Sequence[int] | None = None) -> None:
         from torchvision.datasets import ImageFolder
 
         self.folder = ImageFolder(str(root), loader=str,
@@ -240,6 +243,7 @@ class ImageFolderDataset(Dataset):
             raise DataError(f"{root}: classes {self.folder.classes} differ from {classes}")
         self.mode = "L" if channels == 1 else "RGB"
         self.transform, self.min_side = transform, min_side
+        self.labels = list(labels) if labels is not None else list(range(len(classes)))
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -250,7 +254,7 @@ class ImageFolderDataset(Dataset):
             image = load_image(path, self.mode, self.min_side)
         except ImageError as e:
             return Skipped(path, str(e))
-        return self.transform(image), label
+        return self.transform(image), self.labels[label]
 
 
 class ImageError(ValueError):

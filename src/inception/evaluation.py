@@ -222,12 +222,23 @@ def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = N
         test = test.subset(subset)
         images = test.images if channels == 1 else test.images.expand(-1, channels, -1, -1)
         return LabelledImages(images, test.labels), "test"
-    _, val_dir, folder_classes = data_lib.image_folder_splits(data)
-    if folder_classes != list(classes):
-        raise data_lib.DataError(f"DATA {data}: its classes {folder_classes} are not the model's "
-                                 f"{list(classes)}")
+    names = models[0].meta.get("class_folders")
+    if names:  # imported weights (ImageNet's WordNet IDs): val/ may hold any of their classes
+        val_dir = Path(data) / "val"
+        folder_classes = data_lib.folder_classes(val_dir)
+        unknown = [c for c in folder_classes if c not in names]
+        if unknown:
+            raise data_lib.DataError(f"DATA {data}: val/{unknown[0]} is not one of the model's "
+                                     f"{len(names)} class folders (named like {names[0]})")
+        labels = [names.index(c) for c in folder_classes]
+    else:
+        _, val_dir, folder_classes = data_lib.image_folder_splits(data)
+        if folder_classes != list(classes):
+            raise data_lib.DataError(f"DATA {data}: its classes {folder_classes} are not the "
+                                     f"model's {list(classes)}")
+        labels = None
     folder = data_lib.ImageFolderDataset(val_dir, folder_classes, v2.PILToTensor(), channels,
-                                         min_side=largest_scale(models))
+                                         min_side=largest_scale(models), labels=labels)
     if subset is not None:
         folder = torch.utils.data.Subset(folder, range(min(subset, len(folder))))
     return LabelledImages(folder=folder), "val"
@@ -291,8 +302,8 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         "top1": round(top1, 4), "top5": round(top5, 4),
         "top1_error": round(100.0 - top1, 4), "top5_error": round(100.0 - top5, 4),
         "loss": round(summary["loss"], 6),
-        "per_class_top1": {c: round(p, 2) for c, p in zip(classes, per_class_top1(confusion),
-                                                          strict=True)},
+        "per_class_top1": {c: round(p, 2) for c, p, n in zip(
+            classes, per_class_top1(confusion), confusion.sum(1).tolist(), strict=True) if n},
         "confusion": confusion.tolist(),
         "images_per_s": round(n / seconds, 1), "precision": precision,
         "model_paths": [str(m.path) for m in models],
@@ -317,7 +328,9 @@ def format_result(result: dict[str, Any]) -> str:
 def save_confusion(path: Path, result: dict[str, Any]) -> Path:
     from inception.plots import plot_confusion
 
-    plot_confusion(path, torch.tensor(result["confusion"]), list(result["per_class_top1"]),
+    confusion = torch.tensor(result["confusion"])
+    present = confusion.sum(1) > 0  # the classes the data has (`per_class_top1`'s)
+    plot_confusion(path, confusion[present][:, present], list(result["per_class_top1"]),
                    f"confusion matrix ({result['split']}, {result['models']} model(s) x "
                    f"{result['crops']} crop(s))")
     return path

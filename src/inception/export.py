@@ -138,6 +138,9 @@ def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = No
     from inception.evaluation import eval_images, largest_scale, view_batches
 
     data = data or loaded.meta.get("data", "fashion-mnist")
+    if data is None:
+        raise data_lib.DataError(f"MODEL {loaded.path} was not trained here and has no data set "
+                                 "of its own; give --data, an image folder with val/CLASS/")
     if split == "eval":
         images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir)
     elif data == "fashion-mnist":

@@ -167,7 +167,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     return train
 
 
-MODEL_HELP = "a run directory of `inception train`, or its model.safetensors"
+MODEL_HELP = ("a run directory of `inception train` (or `inception import-caffe`), or its "
+              "model.safetensors")
 
 
 def _eval_parser(sub) -> argparse.ArgumentParser:
@@ -258,6 +259,20 @@ def _experiment_parser(sub) -> argparse.ArgumentParser:
     return exp
 
 
+def _import_caffe_parser(sub) -> argparse.ArgumentParser:
+    ic = sub.add_parser(
+        "import-caffe", help="import Caffe's bvlc_googlenet.caffemodel as a model directory",
+        description="Read a bvlc_googlenet .caffemodel (either Caffe layer format; no Caffe "
+                    "needed), check it layer by layer and write model.safetensors + model.json, "
+                    "which eval, predict and export take like any trained model.")
+    ic.add_argument("caffemodel", metavar="CAFFEMODEL", help="the downloaded .caffemodel file")
+    ic.add_argument("--out", required=True, help="the model directory to write")
+    ic.add_argument("--classes", metavar="FILE",
+                    help="class names, one per line (default: ImageNet's, for 1000 outputs)")
+    ic.add_argument("--force", action="store_true", help="replace a model already in --out")
+    return ic
+
+
 def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None = None
                  ) -> argparse.ArgumentParser:
     """The `inception` parser; `commands` maps each command to the function that runs it
@@ -269,9 +284,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     summary, train, ev = _summary_parser(sub), _train_parser(sub), _eval_parser(sub)
     pr, ex, be = _predict_parser(sub), _export_parser(sub), _bench_parser(sub)
-    xp = _experiment_parser(sub)
+    xp, ic = _experiment_parser(sub), _import_caffe_parser(sub)
     for name, p in (("summary", summary), ("train", train), ("eval", ev), ("predict", pr),
-                    ("export", ex), ("bench", be), ("experiment", xp)):
+                    ("export", ex), ("bench", be), ("experiment", xp), ("import-caffe", ic)):
         p.set_defaults(func=(commands or {}).get(name))
     for p in (ev, pr):
         p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",

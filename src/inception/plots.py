@@ -12,6 +12,8 @@ import torch
 if TYPE_CHECKING:
     from inception.cost import CostReport
 
+# A confusion matrix gets its counts and class names written in up to this many classes.
+ANNOTATED_CLASSES = 30
 
 def _pyplot():
     import matplotlib
@@ -53,18 +55,21 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
 
 
 def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str], title: str) -> Path:
-    """The confusion matrix (rows: true class) as a PNG with the counts written in."""
+    """The confusion matrix (rows: true class) as a PNG, with the counts and class names written
+    in up to `ANNOTATED_CLASSES` classes (beyond that, ImageNet's 1000, the colours alone)."""
     plt = _pyplot()
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    side = min(n, ANNOTATED_CLASSES)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * side, 0.8 + 0.6 * side))
     ax.imshow(confusion.numpy(), cmap="Blues")
-    for i in range(n):
-        for j in range(n):
-            value = int(confusion[i, j])
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > confusion.max() / 2 else "black")
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
+    if n <= ANNOTATED_CLASSES:
+        for i in range(n):
+            for j in range(n):
+                value = int(confusion[i, j])
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                        color="white" if value > confusion.max() / 2 else "black")
+        ax.set_xticks(range(n), classes, rotation=45, ha="right")
+        ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

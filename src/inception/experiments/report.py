@@ -28,9 +28,9 @@ from inception.experiments.runner import (
     saved_config,
 )
 from inception.experiments.table import Column, Spread, markdown_table
+from inception.files import write_json
 from inception.plots import plot_experiment
 from inception.train.config import TrainConfig
-from inception.train.rundir import write_json
 
 TOP1 = "test top-1 (%)"
 PROBE = "4a linear probe, test top-1 (%)"

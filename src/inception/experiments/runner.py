@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from inception.experiments.claims import Arm, Experiment, protocol
+from inception.files import write_json
 from inception.train import train
 from inception.train.config import RunError, TrainConfig
-from inception.train.rundir import write_json
 
 log = logging.getLogger(__name__)
 

@@ -26,6 +26,7 @@ from torch import nn
 from inception import distributed
 from inception.config import ConfigError
 from inception.devices import resolve_device
+from inception.files import write_json
 from inception.metrics import per_class_top1
 from inception.model import GoogLeNet
 from inception.plots import write_plots
@@ -39,7 +40,6 @@ from inception.train.rundir import (
     create_run_dir,
     export_model,
     killed_before_first_checkpoint,
-    write_json,
     write_metrics,
     write_skipped,
 )

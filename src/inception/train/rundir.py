@@ -11,21 +11,20 @@ leaves the previous version whole.
 from __future__ import annotations
 
 import csv
-import json
 import logging
-import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from inception.files import replace_atomically, write_json
 from inception.model import GoogLeNet
 from inception.preprocessing import Preprocessing
 from inception.train.config import RunError
 from inception.train.loaders import Data
+from inception.weights import save_model
 
 log = logging.getLogger(__name__)
 
@@ -33,53 +32,17 @@ METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_
                   "images_per_s")
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w",
-                        keep_previous: Path | None = None) -> None:
-    """Write through `write(file)` to a temporary file, fsync, then rename over `path`: a crash
-    mid-write leaves the previous file intact. With `keep_previous`, the file being replaced is
-    first renamed there, so the last good version survives whatever happens to the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    if keep_previous is not None and path.exists():
-        os.replace(path, keep_previous)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def atomic_save(obj: Any, path: Path, keep_previous: Path | None = None) -> None:
-    """torch.save, atomically (see `_replace_atomically`)."""
-    _replace_atomically(path, lambda f: torch.save(obj, f), "wb", keep_previous)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    _replace_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
+    """torch.save, atomically (see `replace_atomically`)."""
+    replace_atomically(path, lambda f: torch.save(obj, f), "wb", keep_previous)
 
 
 def export_model(run_dir: Path, model: GoogLeNet, classes: list[str],
                  preprocessing: Preprocessing, extra: dict[str, Any]) -> Path:
     """`model.safetensors` (inference weights, no aux heads) and `model.json` beside it."""
-    from safetensors.torch import save_file
-
-    config = model.config.replace(aux_logits=False)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-             if not k.startswith("aux.")}
-    path = run_dir / "model.safetensors"
-    save_file(state, str(path), metadata={"format": "inception.googlenet"})
-    write_json(run_dir / "model.json", {"model": config.to_dict(),
-                                        "preprocessing": preprocessing.to_dict(),
-                                        "classes": classes, **extra})
-    return path
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux.")}
+    return save_model(run_dir, model.config.replace(aux_logits=False), state, preprocessing,
+                      classes, extra)
 
 
 def killed_before_first_checkpoint(out: Path) -> bool:
@@ -150,4 +113,4 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=[*METRIC_COLUMNS, *extra])
         writer.writeheader()
         writer.writerows(rows)
-    _replace_atomically(path, write)
+    replace_atomically(path, write)

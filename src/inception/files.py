@@ -1,0 +1,41 @@
+"""Files written atomically: to a temporary name, fsynced, then renamed over the old one, so that
+a crash at any moment leaves the previous version whole. Run directories (`inception.train.rundir`)
+and model directories (`inception.weights.save_model`) are written this way."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w",
+                       keep_previous: Path | None = None) -> None:
+    """Write through `write(file)` to a temporary file, fsync, then rename over `path`: a crash
+    mid-write leaves the previous file intact. With `keep_previous`, the file being replaced is
+    first renamed there, so the last good version survives whatever happens to the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    if keep_previous is not None and path.exists():
+        os.replace(path, keep_previous)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """`obj` as indented JSON, atomically."""
+    replace_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
