@@ -108,7 +108,8 @@ def test_sigkill_at_5_points_then_resume_is_bitwise_identical(tmp_path, referenc
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_saves_and_exits_cleanly(tmp_path, reference, signum):
     """Sent after the checkpoint of step 5: the run saves at the step it has reached, exits with
-    128 + the signal and a line saying how to resume, and the resumed run is the same."""
+    128 + the signal and a line saying how to resume, and the resumed run is the same (resumed
+    after SIGINT only: both signals go through one handler, and the resume is the slow part)."""
     out = tmp_path / "signal"
     proc = _launch(out)
     assert _wait_for_new_checkpoint(out, proc)  # the first one, before step 1
@@ -121,6 +122,8 @@ def test_a_signal_saves_and_exits_cleanly(tmp_path, reference, signum):
     # The checkpoint is the one saved on the signal, at the step the message names (past 5).
     step = int(re.search(r"step (\d+): checkpoint saved", err).group(1))
     assert step > 5 and _checkpoint_step(out) == step
+    if signum != signal.SIGINT:
+        return
     done = subprocess.run([*ARGS, "--out", str(out), "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "model.safetensors").read_bytes() == \

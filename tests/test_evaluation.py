@@ -179,3 +179,22 @@ def test_cli_model_errors_are_one_line(tmp_path, fashion_run, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "Traceback" not in "".join(err)
     assert "truncated" in err[0] and "does not exist" in err[1] and "cannot read" in err[2]
+
+
+def test_the_confusion_plot_counts_predictions_of_absent_classes_as_other(tmp_path, monkeypatch):
+    """A model with more classes than the data (ImageNet weights on two of its classes): the
+    plot keeps the data's classes and sums the other predictions in a last column."""
+    from inception.evaluation import save_confusion
+
+    seen = {}
+
+    def plot(path, matrix, classes, title, columns=None):
+        seen.update(matrix=matrix.tolist(), classes=classes, columns=columns)
+        return path
+
+    monkeypatch.setattr("inception.plots.plot_confusion", plot)
+    result = {"confusion": [[3, 0, 1], [1, 2, 0], [0, 0, 0]], "split": "val", "models": 1,
+              "crops": 1, "per_class_top1": {"a": 75.0, "b": 66.67}}
+    save_confusion(tmp_path / "c.png", result)
+    assert seen == {"matrix": [[3, 0, 1], [1, 2, 0]], "classes": ["a", "b"],
+                    "columns": ["a", "b", "other"]}

@@ -14,6 +14,9 @@ def test_the_json_form_is_what_model_json_always_held():
         {"image_size": 28, "resize": 28, "crop": 28, "mean": [0.286], "std": [0.353],
          "channels": 1, "interpolation": "bilinear"})
     assert Preprocessing.from_dict(p.to_dict()) == p
+    warped = Preprocessing(image_size=224, resize=256, crop=224, mean=(0.5,) * 3, std=(0.2,) * 3,
+                           channels=3, warp=True)  # Caffe's geometry, written only when set
+    assert warped.to_dict()["warp"] is True and Preprocessing.from_dict(warped.to_dict()) == warped
 
 
 def test_an_old_record_without_channels_or_image_size_reads():

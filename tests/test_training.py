@@ -58,7 +58,7 @@ def test_fashion_mnist_run_directory(tmp_path, fashion_mnist):
 
 @pytest.mark.slow
 def test_resume_after_epoch_1_matches_an_uninterrupted_run(tmp_path, fashion_mnist):
-    cfg = _small()
+    cfg = _small(subset=1024)
     full = train(cfg, out=tmp_path / "full", progress=False)
     assert train(cfg, out=tmp_path / "cut", progress=False, stop_after=1) is None
     assert len(_metrics(tmp_path / "cut")) == 1
@@ -175,7 +175,7 @@ def test_reading_the_loss_less_often_changes_nothing(tmp_path, fashion_mnist, av
     """`sync_every` (how often the loop reads from the device) and the checkpoint interval
     change when things are read and saved, never what is computed: the same model, byte for
     byte, and the same metrics."""
-    cfg = _small(subset=512, averaging=averaging, average_start=0.25)
+    cfg = _small(subset=256, averaging=averaging, average_start=0.25)  # 4 steps an epoch
     every = train(cfg, out=tmp_path / "every", progress=False, sync_every=1)
     rarely = train(cfg, out=tmp_path / "rarely", progress=False, sync_every=3,
                    checkpoint_every=5)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from inception.weights import LoadedModel, WeightsError
 CAFFE_MEAN_BGR = (104.0, 117.0, 123.0)
 # What the model zoo's readme gives for the file, to tell users whether they hold that file.
 MODEL_ZOO_SHA1 = "405fc5acd08a3bb12de8ee5e23a96bec22f08204"
-# V1LayerParameter's LayerType values (caffe.proto) for the layers that carry weights.
+# V1LayerParameter's LayerType values (caffe.proto) for the layers bvlc_googlenet has weights in.
 V1_TYPES = {4: "Convolution", 14: "InnerProduct"}
 
 
@@ -77,9 +78,11 @@ class CaffeNet:
     path: Path
     name: str
     format: str  # "layer" or "layers (V1)"
+    sha1: str
     layers: dict[str, tuple[str, list[Blob]]] = field(default_factory=dict)
 
     def with_weights(self) -> list[str]:
+        """The names of the layers that carry blobs, in the file's order."""
         return [name for name, (_, blobs) in self.layers.items() if blobs]
 
 
@@ -101,14 +104,16 @@ def _messages() -> dict[str, Any]:
                       ("channels", 2, F.TYPE_INT32, one, None),
                       ("height", 3, F.TYPE_INT32, one, None),
                       ("width", 4, F.TYPE_INT32, one, None)],
-        "LayerParameter": [("name", 1, F.TYPE_STRING, one, None),
-                           ("type", 2, F.TYPE_STRING, one, None),
+        # Strings are read as bytes (the same on the wire) and decoded leniently: a name that is
+        # not UTF-8 must not stop the import with a decoding error.
+        "LayerParameter": [("name", 1, F.TYPE_BYTES, one, None),
+                           ("type", 2, F.TYPE_BYTES, one, None),
                            ("blobs", 7, F.TYPE_MESSAGE, many, "BlobProto")],
         # `type` is the enum LayerType, a varint on the wire, read here as its number.
-        "V1LayerParameter": [("name", 4, F.TYPE_STRING, one, None),
+        "V1LayerParameter": [("name", 4, F.TYPE_BYTES, one, None),
                              ("type", 5, F.TYPE_INT32, one, None),
                              ("blobs", 6, F.TYPE_MESSAGE, many, "BlobProto")],
-        "NetParameter": [("name", 1, F.TYPE_STRING, one, None),
+        "NetParameter": [("name", 1, F.TYPE_BYTES, one, None),
                          ("layers", 2, F.TYPE_MESSAGE, many, "V1LayerParameter"),
                          ("layer", 100, F.TYPE_MESSAGE, many, "LayerParameter")],
     }
@@ -129,16 +134,19 @@ def _messages() -> dict[str, Any]:
 
 
 def _blob(message: Any, where: str) -> Blob:
-    if message.HasField("shape"):
-        shape, legacy = tuple(int(d) for d in message.shape.dim), False
+    """A BlobProto as a `Blob`. As Caffe's `Blob::FromProto`, the legacy num/channels/height/width
+    win when any of them is set, else `shape`; the values are `data`, else `double_data`."""
+    legacy_fields = ("num", "channels", "height", "width")
+    legacy = any(message.HasField(f) for f in legacy_fields)
+    if legacy:
+        shape = tuple(int(getattr(message, f)) for f in legacy_fields)
     else:
-        shape = (message.num, message.channels, message.height, message.width)
-        legacy = True
+        shape = tuple(int(d) for d in message.shape.dim)
     if len(message.data):
         values = np.asarray(message.data, dtype=np.float32)
     else:
         values = np.asarray(message.double_data, dtype=np.float64).astype(np.float32)
-    if values.size != int(np.prod(shape)):
+    if min(shape, default=1) < 0 or values.size != math.prod(shape):
         raise CaffeError(f"{where} has {values.size} values for its shape {shape}; the file is "
                          "damaged")
     return Blob(shape, legacy, values)
@@ -157,25 +165,33 @@ def read_caffemodel(path: str | Path) -> CaffeNet:
     net = _messages()["NetParameter"]()
     try:
         net.ParseFromString(data)
-    except DecodeError as e:
+    except (DecodeError, RecursionError) as e:
         raise CaffeError(f"{path}: not a binary Caffe model ({e}); it may be truncated, or a "
                          ".prototxt (text) rather than the .caffemodel") from e
     if len(net.layer) and len(net.layers):
         raise CaffeError(f"{path}: has layers in both the current and the legacy (V1) format; "
                          "Caffe itself refuses such a file")
     layers = net.layer if len(net.layer) else net.layers
-    out = CaffeNet(path, net.name, "layer" if len(net.layer) else "layers (V1)")
+    out = CaffeNet(path, _text(net.name), "layer" if len(net.layer) else "layers (V1)",
+                   hashlib.sha1(data).hexdigest())
     for layer in layers:
-        kind = layer.type if isinstance(layer.type, str) else V1_TYPES.get(layer.type,
-                                                                           str(layer.type))
-        blobs = [_blob(b, f"{path}: {layer.name} blob {i}") for i, b in enumerate(layer.blobs)]
-        if layer.name in out.layers and (blobs or out.layers[layer.name][1]):
-            raise CaffeError(f"{path}: two layers named {layer.name} carry weights; the import "
+        name = _text(layer.name)
+        if isinstance(layer.type, bytes):
+            kind = _text(layer.type)
+        else:
+            kind = V1_TYPES.get(layer.type, f"V1 type {layer.type}")
+        blobs = [_blob(b, f"{path}: {name} blob {i}") for i, b in enumerate(layer.blobs)]
+        if name in out.layers and (blobs or out.layers[name][1]):
+            raise CaffeError(f"{path}: two layers named {name} carry weights; the import "
                              "cannot tell them apart")
-        out.layers.setdefault(layer.name, (kind, blobs))
+        out.layers.setdefault(name, (kind, blobs))
     if not out.layers:
         raise CaffeError(f"{path}: no layers; not a Caffe model (give the binary .caffemodel)")
     return out
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 # -- bvlc_googlenet's names -----------------------------------------------------------------------
@@ -209,11 +225,22 @@ def _classifier_outputs(net: CaffeNet) -> int:
     """The number of classes: the output count of loss3/classifier's weights (outputs x 1024,
     or 1 x 1 x outputs x 1024 in the legacy shape); `caffe_state` checks the rest."""
     _, blobs = net.layers["loss3/classifier"]
-    if not blobs or len(blobs[0].shape) < 2 or blobs[0].shape[-2] < 1:
-        shape = _shape(blobs[0].shape) if blobs else "none"
-        raise CaffeError(f"{net.path}: loss3/classifier weights have shape {shape}; "
-                         "bvlc_googlenet's are classes x 1024")
-    return blobs[0].shape[-2]
+    shape = blobs[0].shape if blobs else ()
+    ok = len(shape) == 4 and shape[:2] == (1, 1) if blobs and blobs[0].legacy else len(shape) == 2
+    if not ok or shape[-2] < 1:
+        raise CaffeError(f"{net.path}: loss3/classifier weights have shape "
+                         f"{_shape(shape) if blobs else 'none'}; bvlc_googlenet's are classes "
+                         "x 1024")
+    return shape[-2]
+
+
+def _require_layers(net: CaffeNet, names: Sequence[str]) -> None:
+    """Refuse a file that lacks one of `names`, naming the first missing one."""
+    for name in names:
+        if name not in net.layers:
+            first = ", ".join(net.with_weights()[:3]) or "none"
+            raise CaffeError(f"{net.path}: no layer {name}, which bvlc_googlenet has; the file's "
+                             f"first layers with weights are {first}: it is not bvlc_googlenet")
 
 
 def caffe_state(net: CaffeNet, model: GoogLeNet) -> dict[str, torch.Tensor]:
@@ -221,6 +248,7 @@ def caffe_state(net: CaffeNet, model: GoogLeNet) -> dict[str, torch.Tensor]:
     blob's shape. conv1's input channels are reversed (BGR -> RGB)."""
     own = model.state_dict()
     names = caffe_layer_names(model.config)
+    _require_layers(net, names)
     state = {}
     for caffe_name, prefix in names.items():
         kind, blobs = net.layers[caffe_name]
@@ -246,12 +274,13 @@ def caffe_state(net: CaffeNet, model: GoogLeNet) -> dict[str, torch.Tensor]:
 
 
 def caffe_preprocessing() -> Preprocessing:
-    """Caffe's BGR 0-255 mean subtraction, on the RGB input of the imported model: conv1 sees
-    255 x - (123, 117, 104). Shorter side 256 and a centre 224 crop, as for the paper's
-    single-crop evaluation."""
+    """Caffe's input, on the RGB input of the imported model: the image warped to 256 x 256 (the
+    ImageNet LMDBs of Caffe's `create_imagenet.sh`, and `caffe.Classifier`), a centre 224 crop
+    (`crop_size: 224`), and the BGR 0-255 mean subtraction, so that conv1 sees
+    255 x - (123, 117, 104)."""
     mean_rgb = tuple(m / 255 for m in reversed(CAFFE_MEAN_BGR))
     return Preprocessing(image_size=224, resize=256, crop=224, mean=mean_rgb,
-                         std=(1 / 255,) * 3, channels=3, interpolation="bilinear")
+                         std=(1 / 255,) * 3, channels=3, interpolation="bilinear", warp=True)
 
 
 def from_caffe(path: str | Path, classes: Sequence[str] | None = None,
@@ -267,34 +296,22 @@ def from_caffe(path: str | Path, classes: Sequence[str] | None = None,
     >>> inception.predict(model, ["cat.jpg"], topk=3)
     """
     net = read_caffemodel(path)
-    has = set(net.with_weights())
-    aux = any(n.split("/")[0] in ("loss1", "loss2") for n in has)
-    for name in caffe_layer_names(GoogLeNetConfig(aux_logits=aux)):
-        if name not in net.layers:
-            first = ", ".join(net.with_weights()[:3]) or "none"
-            raise CaffeError(f"{net.path}: no layer {name}, which bvlc_googlenet has; the file's "
-                             f"first layers with weights are {first}: it is not bvlc_googlenet")
+    aux = any(n.split("/")[0] in ("loss1", "loss2") for n in net.with_weights())
+    _require_layers(net, caffe_layer_names(GoogLeNetConfig(aux_logits=aux)))
     num_classes = _classifier_outputs(net)
     if classes is None and num_classes != len(WNIDS):
         raise CaffeError(f"{net.path}: loss3/classifier has {num_classes} outputs, not "
                          f"ImageNet's {len(WNIDS)}; give the class names (--classes FILE)")
     names = list(classes) if classes is not None else class_names()
-    if len(names) != num_classes:
-        raise CaffeError(f"{net.path}: {len(names)} class names for loss3/classifier's "
-                         f"{num_classes} outputs")
+    if len(names) != num_classes or len(set(names)) != len(names):
+        raise CaffeError(f"{net.path}: {len(set(names))} distinct class names for "
+                         f"loss3/classifier's {num_classes} outputs; give one per output")
     model = GoogLeNet(GoogLeNetConfig(num_classes=num_classes, aux_logits=aux))
     model.load_state_dict(caffe_state(net, model))
     meta = {"data": None, "source": {"caffemodel": str(net.path), "net": net.name,
-                                     "format": net.format, "sha1": _sha1(net.path)}}
+                                     "format": net.format, "sha1": net.sha1}}
     if classes is None:
         meta["class_folders"] = list(WNIDS)
     model = model.to(resolve_device(device), memory_format=torch.channels_last).eval()
     return LoadedModel(model, caffe_preprocessing(), names, net.path, meta)
 
-
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -198,38 +198,57 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import_caffe(args: argparse.Namespace) -> int:
     from inception.caffe import MODEL_ZOO_SHA1, CaffeError, from_caffe
-    from inception.weights import MODEL_FILE, save_model
 
     out = Path(args.out)
-    if (out / MODEL_FILE).exists() and not args.force:
-        raise UsageError(f"--out {out} already holds a {MODEL_FILE}; choose another folder or "
-                         "pass --force")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give the folder to write the model into")
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise UsageError(f"--out {out} is not empty; choose a new folder or pass --force to "
+                         "replace the model in it")
     classes = None
     if args.classes:
         try:
-            classes = [line.strip() for line in Path(args.classes).read_text().splitlines()
-                       if line.strip()]
-        except OSError as e:
-            raise UsageError(f"--classes {args.classes}: cannot read it ({e.strerror})") from e
+            text = Path(args.classes).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--classes {args.classes}: cannot read it as UTF-8 text ({e})"
+                             ) from e
+        classes = [line.strip() for line in text.splitlines() if line.strip()]
     try:
         loaded = from_caffe(args.caffemodel, classes)
     except CaffeError as e:
         raise UsageError(str(e)) from e
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path = save_model(out, loaded.config, loaded.model.state_dict(), loaded.preprocessing,
-                          loaded.classes, loaded.meta)
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot write the model ({e.strerror})") from e
+    path = _write_model_dir(out, loaded)
     source = loaded.meta["source"]
     zoo = "the model zoo's file" if source["sha1"] == MODEL_ZOO_SHA1 else "not the model zoo's file"
-    print(f"read {args.caffemodel} ({source['format']} format, sha1 {source['sha1']}: {zoo})")
+    print(f"read {source['caffemodel']!r} ({source['format']} format, sha1 {source['sha1']}: "
+          f"{zoo})")
     print(f"{loaded.config.num_classes} classes, aux heads: "
           f"{'yes' if loaded.config.aux_logits else 'no'}; input RGB, 255 x - (123, 117, 104), "
           "conv1's channels reversed from Caffe's BGR")
     print(f"model: {path} (+ model.json)")
     print(f"next:  inception predict {out} IMAGE.jpg")
     return 0
+
+
+def _write_model_dir(out: Path, loaded) -> Path:
+    """`save_model` into `out`. A new folder is written beside it under a temporary name and
+    renamed into place, so a failed write leaves no folder behind."""
+    import shutil
+
+    from inception.weights import MODEL_FILE, save_model
+
+    target = out if out.is_dir() else out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        save_model(target, loaded.config, loaded.model.state_dict(), loaded.preprocessing,
+                   loaded.classes, loaded.meta)
+        if target != out:
+            os.replace(target, out)
+    except OSError as e:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)
+        raise UsageError(f"--out {out}: cannot write the model ({e.strerror or e})") from e
+    return out / MODEL_FILE
 
 
 def _bench(args: argparse.Namespace) -> int:

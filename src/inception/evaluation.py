@@ -152,12 +152,18 @@ def _views(images: torch.Tensor, models: Sequence[LoadedModel], crops: int
            ) -> tuple[torch.Tensor, ...]:
     """Normalised crops of one image (C x H x W) or a batch of one size (N x C x H x W), for
     each model: (crops x C x S x S) or (N x crops x C x S x S)."""
-    views = []
-    for m in models:
-        boxes = crop_boxes(images.shape[-1], images.shape[-2], crops, m.image_size,
-                           resize=m.preprocessing.resize)
-        views.append(m.normalize(extract_crops(images, boxes, m.image_size)))
-    return tuple(views)
+    return tuple(model_views(images, m, crops) for m in models)
+
+
+def model_views(images: torch.Tensor, model: LoadedModel, crops: int) -> torch.Tensor:
+    """`model`'s normalised `crops` crops of uint8 images (C x H x W, or N x C x H x W of one
+    size), after warping them to its resize x resize when its preprocessing says so (Caffe's)."""
+    p = model.preprocessing
+    if p.warp:
+        images = TF.resize(images, [p.resize, p.resize], antialias=True)
+    boxes = crop_boxes(images.shape[-1], images.shape[-2], crops, model.image_size,
+                       resize=p.resize)
+    return model.normalize(extract_crops(images, boxes, model.image_size))
 
 
 class _CropViews(Dataset):
@@ -326,11 +332,20 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def save_confusion(path: Path, result: dict[str, Any]) -> Path:
+    """The confusion matrix PNG of the classes the data has (`per_class_top1`'s). When the model
+    has more classes than that (ImageNet weights on a few of its classes), predictions of the
+    others are counted in a last column, "other", so that every row still sums to its images."""
     from inception.plots import plot_confusion
 
     confusion = torch.tensor(result["confusion"])
-    present = confusion.sum(1) > 0  # the classes the data has (`per_class_top1`'s)
-    plot_confusion(path, confusion[present][:, present], list(result["per_class_top1"]),
-                   f"confusion matrix ({result['split']}, {result['models']} model(s) x "
-                   f"{result['crops']} crop(s))")
+    present = confusion.sum(1) > 0
+    rows = confusion[present]
+    shown = rows[:, present]
+    names = list(result["per_class_top1"])
+    columns = names
+    if not present.all():
+        shown = torch.cat([shown, (rows.sum(1) - shown.sum(1))[:, None]], dim=1)
+        columns = [*names, "other"]
+    plot_confusion(path, shown, names, f"confusion matrix ({result['split']}, "
+                   f"{result['models']} model(s) x {result['crops']} crop(s))", columns)
     return path

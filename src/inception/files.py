@@ -26,10 +26,14 @@ def replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w"
     mid-write leaves the previous file intact. With `keep_previous`, the file being replaced is
     first renamed there, so the last good version survives whatever happens to the new one."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     if keep_previous is not None and path.exists():
         os.replace(path, keep_previous)
     os.replace(tmp, path)

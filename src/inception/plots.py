@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 # A confusion matrix gets its counts and class names written in up to this many classes.
 ANNOTATED_CLASSES = 30
 
+
 def _pyplot():
     import matplotlib
 
@@ -54,22 +55,25 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
     return [curves, cm]
 
 
-def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str], title: str) -> Path:
-    """The confusion matrix (rows: true class) as a PNG, with the counts and class names written
-    in up to `ANNOTATED_CLASSES` classes (beyond that, ImageNet's 1000, the colours alone)."""
+def plot_confusion(path: Path, confusion: torch.Tensor, classes: list[str], title: str,
+                   columns: list[str] | None = None) -> Path:
+    """The confusion matrix (rows: true class, columns: predicted, `columns` or `classes`) as a
+    PNG, with the counts and class names written in up to `ANNOTATED_CLASSES` classes (beyond
+    that, ImageNet's 1000, the colours alone)."""
     plt = _pyplot()
-    n = len(classes)
-    side = min(n, ANNOTATED_CLASSES)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * side, 0.8 + 0.6 * side))
+    columns = columns or classes
+    rows, cols = len(classes), len(columns)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * min(cols, ANNOTATED_CLASSES),
+                                    0.8 + 0.6 * min(rows, ANNOTATED_CLASSES)))
     ax.imshow(confusion.numpy(), cmap="Blues")
-    if n <= ANNOTATED_CLASSES:
-        for i in range(n):
-            for j in range(n):
+    if max(rows, cols) <= ANNOTATED_CLASSES:
+        for i in range(rows):
+            for j in range(cols):
                 value = int(confusion[i, j])
                 ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
                         color="white" if value > confusion.max() / 2 else "black")
-        ax.set_xticks(range(n), classes, rotation=45, ha="right")
-        ax.set_yticks(range(n), classes)
+        ax.set_xticks(range(cols), columns, rotation=45, ha="right")
+        ax.set_yticks(range(rows), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

@@ -38,9 +38,7 @@ def predict(model: LoadedModel, images: Sequence[str | Path], topk: int = 5, cro
             image = to_tensor(load_image(path, mode, side))
         except (OSError, ValueError, ImageError) as e:
             raise PredictError(f"IMAGE {path}: cannot read it as an image ({e})") from e
-        boxes = evaluation.crop_boxes(image.shape[-1], image.shape[-2], crops, model.image_size,
-                                      resize=model.preprocessing.resize)
-        views = model.normalize(evaluation.extract_crops(image, boxes, model.image_size))
+        views = evaluation.model_views(image, model, crops)
         probs = evaluation.predict_probabilities([model], [views[None]], precision=precision)[0]
         top = probs.topk(min(topk, len(model.classes)))
         results.append({"image": str(path), "predictions": [

@@ -26,7 +26,11 @@ class PreprocessingError(ValueError):
 @dataclass(frozen=True)
 class Preprocessing:
     """Shorter side resized to `resize`, a centre `crop` x `crop` square (the model's input size
-    `image_size`), values scaled to [0, 1], then `(x - mean) / std` per channel."""
+    `image_size`), values scaled to [0, 1], then `(x - mean) / std` per channel.
+
+    `warp=True` resizes the whole image to `resize` x `resize` instead, ignoring its aspect ratio,
+    before the crops: Caffe's ImageNet pipeline (`convert_imageset` with 256 x 256, and
+    `caffe.Classifier`), which imported Caffe weights were trained and evaluated with."""
 
     image_size: int
     resize: int
@@ -35,6 +39,7 @@ class Preprocessing:
     std: tuple[float, ...]
     channels: int
     interpolation: str = "bilinear"
+    warp: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -46,6 +51,8 @@ class Preprocessing:
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
             raise PreprocessingError(f"mean {list(self.mean)} and std {list(self.std)} must be "
                                      "finite")
+        if not isinstance(self.warp, bool):
+            raise PreprocessingError(f"warp must be true or false; got {self.warp!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise PreprocessingError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; "
                                      f"got {self.interpolation!r}")
@@ -58,9 +65,12 @@ class Preprocessing:
             raise PreprocessingError(f"std {list(self.std)} must be positive")
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of `model.json` (and of exported files' metadata)."""
-        d = asdict(self)
-        return {**d, "mean": list(self.mean), "std": list(self.std)}
+        """The JSON form of `model.json` (and of exported files' metadata). `warp` is written only
+        when set, so that other models' records stay what they always were."""
+        d = {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+        if not self.warp:
+            del d["warp"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:

@@ -20,7 +20,7 @@ from torch import nn
 
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.devices import resolve_device
-from inception.files import replace_atomically, write_json
+from inception.files import replace_atomically
 from inception.model import GoogLeNet
 from inception.preprocessing import Preprocessing, PreprocessingError
 from inception.torchvision_compat import to_torchvision_key
@@ -164,18 +164,19 @@ def save_model(folder: str | Path, config: GoogLeNetConfig, state: dict[str, tor
                preprocessing: Preprocessing, classes: list[str],
                extra: dict[str, Any] | None = None) -> Path:
     """Write the model directory `load` reads: `model.safetensors` (`state`, on the CPU) and
-    `model.json` (`config`, `preprocessing`, `classes` and the `extra` keys), each atomically.
-    Returns the weights' path."""
+    `model.json` (`config`, `preprocessing`, `classes` and the `extra` keys). Both files are
+    serialised before either is written, and each is written atomically. Returns the weights'
+    path."""
     from safetensors.torch import save
 
     folder = Path(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    path = folder / MODEL_FILE
     blob = save(state, metadata={"format": "inception.googlenet"})
+    meta = json.dumps({"model": config.to_dict(), "preprocessing": preprocessing.to_dict(),
+                       "classes": classes, **(extra or {})}, indent=2) + "\n"
+    path = folder / MODEL_FILE
     replace_atomically(path, lambda f: f.write(blob), "wb")
-    write_json(folder / META_FILE, {"model": config.to_dict(),
-                                    "preprocessing": preprocessing.to_dict(),
-                                    "classes": classes, **(extra or {})})
+    replace_atomically(folder / META_FILE, lambda f: f.write(meta))
     return path
 
 
