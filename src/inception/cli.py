@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.flags import (
@@ -17,6 +18,9 @@ from inception.flags import (
     config_from_arguments,
     train_config_from_arguments,
 )
+
+if TYPE_CHECKING:
+    from inception.weights import LoadedModel
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -230,7 +234,7 @@ def _import_caffe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_model_dir(out: Path, loaded) -> Path:
+def _write_model_dir(out: Path, loaded: LoadedModel) -> Path:
     """`save_model` into `out`. A new folder is written beside it under a temporary name and
     renamed into place, so a failed write leaves no folder behind."""
     import shutil
