@@ -355,6 +355,9 @@ def test_eval_needs_data_and_refuses_foreign_class_folders(imported_dir, wnid_fo
                                                            capsys):
     assert main(["eval", str(imported_dir)]) == 2
     assert "has no data set of its own; give DATA" in capsys.readouterr().err
+    assert main(["export", str(imported_dir), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "has no data set of its own; give --data" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
     (tmp_path / "val" / "cats").mkdir(parents=True)
     shutil.copy(PHOTO, tmp_path / "val" / "cats" / "a.jpg")
     assert main(["eval", str(imported_dir), str(tmp_path)]) == 2

@@ -115,10 +115,10 @@ def _eval(args: argparse.Namespace) -> int:
     from inception.data import DataError
 
     models = _load_models([args.model, *(args.ensemble or [])], args.device)
-    data = args.data or models[0].meta.get("data", "fashion-mnist")
-    if data is None:
-        raise UsageError(f"MODEL {args.model} was not trained here and has no data set of its "
-                         "own; give DATA, an image folder with val/CLASS/ subfolders")
+    try:
+        data = evaluation.model_data(models[0], args.data, "DATA")
+    except DataError as e:
+        raise UsageError(str(e)) from e
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder with val/")
     try:

@@ -210,6 +210,18 @@ def largest_scale(models: Sequence[LoadedModel], crops: int = 144) -> int:
     return max(_half_up(m.preprocessing.resize * top) for m in models)
 
 
+def model_data(model: LoadedModel, data: str | None, flag: str) -> str:
+    """`data`, or else the data set `model` was trained on (`model.json`'s "data"; Fashion-MNIST
+    for the oldest files). Imported weights name none (`null`): `flag` must then be given."""
+    from inception.data import DataError
+
+    data = data or model.meta.get("data", "fashion-mnist")
+    if data is None:
+        raise DataError(f"MODEL {model.path} was not trained here and has no data set of its "
+                        f"own; give {flag}, an image folder with val/CLASS/ subfolders")
+    return data
+
+
 def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = None,
                 data_dir: str | None = None) -> tuple[Dataset, str]:
     """(uint8 images with labels, split name) to evaluate `models` on: Fashion-MNIST's test set or

@@ -135,12 +135,9 @@ def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = No
     """(normalised images, labels): the first `n` images of the model's own data, `split` "train"
     (calibration) or "eval" (checks), each with the model's 1-crop preprocessing."""
     from inception import data as data_lib
-    from inception.evaluation import eval_images, largest_scale, view_batches
+    from inception.evaluation import eval_images, largest_scale, model_data, view_batches
 
-    data = data or loaded.meta.get("data", "fashion-mnist")
-    if data is None:
-        raise data_lib.DataError(f"MODEL {loaded.path} was not trained here and has no data set "
-                                 "of its own; give --data, an image folder with val/CLASS/")
+    data = model_data(loaded, data, "--data")
     if split == "eval":
         images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir)
     elif data == "fashion-mnist":
@@ -231,8 +228,10 @@ def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibr
     """
     import onnx
 
+    from inception.evaluation import model_data
     from inception.timing import median_rates
 
+    data = model_data(loaded, data, "--data")  # before the export, which takes seconds
     out = Path(out)
     tmp = _atomic_target(out)
     fp32_path = tmp.with_name(tmp.name + "-fp32.onnx")
