@@ -21,7 +21,7 @@ from inception import googlenet, googlenet_loss
 def make_step(width: float, batch: int, bf16: bool, channels_last: bool):
     torch.manual_seed(0)
     model = googlenet(num_classes=10, in_chans=1, stem="small", image_size=28, width=width,
-                      norm="bn")
+                      norm="bn", aux_pool="adaptive")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)

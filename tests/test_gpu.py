@@ -31,12 +31,12 @@ def test_batch_augment_on_the_gpu_equals_the_cpu():
     assert gpu.device.type == "cuda" and torch.equal(gpu.cpu(), cpu)
 
 
-@pytest.mark.parametrize("config", [GoogLeNetConfig(image_size=96),
-                                    GoogLeNetConfig(image_size=96, norm="bn")])
+@pytest.mark.parametrize("config", [GoogLeNetConfig(image_size=80),
+                                    GoogLeNetConfig(image_size=80, norm="bn")])
 def test_optimize_for_inference_on_the_gpu(config, exact_fp32):
     torch.manual_seed(0)
     model = googlenet(config).eval().cuda()
-    x = torch.randn(4, 3, 96, 96, device="cuda")
+    x = torch.randn(4, 3, 80, 80, device="cuda")
     fp32, bf16 = optimize_for_inference(model), optimize_for_inference(model, dtype=torch.bfloat16)
     # The GPU form has none of the CPU rewrites.
     assert not any(isinstance(m, FusedInception | MaxPool3x3) for m in bf16.modules())
@@ -54,8 +54,8 @@ def test_optimize_for_inference_on_the_gpu(config, exact_fp32):
 def test_lrn_gradients_on_the_gpu_equal_the_cpu(exact_fp32):
     torch.manual_seed(0)
     # No aux heads (an eval-mode forward does not reach them) and no dropout (eval mode).
-    model = googlenet(GoogLeNetConfig(image_size=96, width=0.25, aux_logits=False)).eval()
-    x = torch.randn(2, 3, 96, 96)
+    model = googlenet(GoogLeNetConfig(image_size=80, width=0.25, aux_logits=False)).eval()
+    x = torch.randn(2, 3, 80, 80)
     model(x).square().sum().backward()
     cpu = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()

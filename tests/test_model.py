@@ -60,7 +60,7 @@ def test_paper_forward_at_224_and_aux_only_when_asked():
 
 
 def test_aux_state_dict_keys_follow_the_flag():
-    cfg = dict(stem="small", image_size=28, width=0.25, num_classes=10)
+    cfg = dict(stem="small", image_size=28, width=0.25, num_classes=10, aux_pool="adaptive")
     assert any(k.startswith("aux.4a.") for k in googlenet(**cfg).state_dict())
     assert any(k.startswith("aux.4d.") for k in googlenet(**cfg).state_dict())
     assert not any(k.startswith("aux") for k in googlenet(aux_logits=False, **cfg).state_dict())
@@ -69,8 +69,9 @@ def test_aux_state_dict_keys_follow_the_flag():
 @pytest.mark.parametrize("size, side_5b", [(28, 3), (32, 4), (64, 8)])
 @pytest.mark.parametrize("norm", ["lrn", "bn", "none"])
 def test_small_stem(size, side_5b, norm):
+    # The paper's 5x5/3 aux pool covers 32 px's 8x8 map; 28 and 64 px need the adaptive pool.
     model = googlenet(stem="small", image_size=size, num_classes=10, width=0.25, norm=norm,
-                      in_chans=1)
+                      in_chans=1, aux_pool="5x5/3" if size == 32 else "adaptive")
     x = torch.randn(3, 1, size, size)
     out = model.train().forward_aux(x)
     assert out.logits.shape == (3, 10) and all(a.shape == (3, 10) for a in out.aux)
@@ -176,7 +177,8 @@ def test_from_dict_refuses_unknown_keys():
 
 GOLDEN_CASES = {
     "paper_224": (dict(), 224),
-    "small_lrn_28": (dict(stem="small", image_size=28, num_classes=10, width=0.25), 28),
+    "small_lrn_28": (dict(stem="small", image_size=28, num_classes=10, width=0.25,
+                          aux_pool="adaptive"), 28),
     "small_bn_32": (dict(stem="small", image_size=32, num_classes=10, width=0.25, norm="bn"), 32),
 }
 
@@ -209,8 +211,8 @@ def test_torch_fx_and_feature_extraction_work_on_the_model(norm):
     from torchvision.models.feature_extraction import create_feature_extractor
 
     torch.manual_seed(0)
-    model = googlenet(image_size=96, norm=norm).eval()
-    x = torch.randn(2, 3, 96, 96)
+    model = googlenet(image_size=80, norm=norm).eval()
+    x = torch.randn(2, 3, 80, 80)
     traced = torch.fx.symbolic_trace(model)
     extractor = create_feature_extractor(model, {"layers.4e.cat": "4e",
                                                  "layers.avgpool.1": "pool"})
@@ -229,7 +231,7 @@ def test_torch_fx_and_feature_extraction_work_on_the_model(norm):
 
 def test_without_the_pooling_path_each_module_has_three_branches():
     cfg = GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small", width=0.25,
-                          pool_branch=False)
+                          pool_branch=False, aux_pool="adaptive")
     model = GoogLeNet(cfg)
     paper = GoogLeNet(cfg.replace(pool_branch=True))
     for name, row in ((r.name, r) for r in TABLE1 if r.type == "inception"):
@@ -247,7 +249,7 @@ def test_without_the_pooling_path_each_module_has_three_branches():
 
 def test_a_fully_connected_head_replaces_the_average_pool():
     cfg = GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small", width=0.25,
-                          head="fc")
+                          head="fc", aux_pool="adaptive")
     model = GoogLeNet(cfg)
     fc = model.layers["avgpool"][1]
     assert isinstance(fc, torch.nn.Linear)
@@ -256,3 +258,29 @@ def test_a_fully_connected_head_replaces_the_average_pool():
     with pytest.raises(RuntimeError):  # the map of another input size does not fit the layer
         model(torch.randn(2, 1, 36, 36))
     assert model.num_features == 256
+
+
+def test_an_aux_pool_that_leaves_positions_unseen_is_refused():
+    """The paper's 5x5/3 pool on the small stem's 7x7 map at 28 px averages only the top-left
+    5x5 window: refused, naming the map and the choices."""
+    with pytest.raises(ConfigError, match=r"7x7 map at 4a/4d .* top-left 5x5 .*adaptive"):
+        GoogLeNet(GoogLeNetConfig(num_classes=10, in_chans=1, image_size=28, stem="small"))
+    with pytest.raises(ConfigError, match="6x6 map"):  # 96 px: 4a is 6x6
+        GoogLeNet(GoogLeNetConfig(image_size=96))
+    GoogLeNet(GoogLeNetConfig(image_size=96, aux_logits=False))  # no aux heads, no pool
+    for size in (224, 32):  # 14x14 and 8x8 (small stem): 3k + 5, covered
+        GoogLeNet(GoogLeNetConfig(image_size=size, stem="small" if size == 32 else "imagenet",
+                                  width=0.25))
+
+
+def test_the_default_recipes_aux_heads_pool_every_position():
+    """Each aux head's pool passes gradient to every position of its 4a / 4d map."""
+    from inception.recipes import get_recipe
+
+    model = GoogLeNet(get_recipe("fashion-mnist").model)
+    for name, head in model.aux.items():
+        channels = model.layers[name].out_channels
+        side = 7  # 28 px, small stem
+        x = torch.ones(1, channels, side, side, requires_grad=True)
+        head.pool(x).sum().backward()
+        assert (x.grad > 0).all(), name

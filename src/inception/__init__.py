@@ -2,7 +2,8 @@
 
 >>> import inception
 >>> model = inception.googlenet()                     # the paper's network, aux heads included
->>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5)
+>>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5,
+...                             aux_pool="adaptive")  # 4a is 7x7: a pool that covers it
 >>> trained = inception.load("runs/fashion-mnist-20261125-101500")   # model, preprocessing, classes
 >>> inception.predict(trained, ["shirt.jpg"], topk=3)          # top classes of image files
 >>> ported = inception.from_torchvision("googlenet-1378be20.pth", transform_input=True)

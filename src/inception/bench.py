@@ -114,7 +114,7 @@ def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path,
 def _macs(name: str, image_size: int) -> int:
     """Forward multiply-adds per image of the model a row's name names."""
     preset = (GoogLeNetConfig.torchvision(image_size=image_size) if "torchvision" in name
-              else GoogLeNetConfig(image_size=image_size))
+              else GoogLeNetConfig(image_size=image_size, aux_logits=False))
     return table1_cost(preset).total_ops
 
 

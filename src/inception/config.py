@@ -49,7 +49,8 @@ class GoogLeNetConfig:
     # "small": for 28-64 px inputs (Fashion-MNIST, CIFAR). conv1 becomes 3x3/1 with the same 64
     # filters and pool1 is removed (its LRN stays); everything after it is unchanged. The input is
     # then divided by about 8 instead of 32 before the classifier: 28 px reaches 3a at 14x14, 4a
-    # at 7x7 (the aux pool 5x5/3 gives 1x1) and 5a at 3x3; 32 px gives 16, 8 and 4.
+    # at 7x7 (where the 5x5/3 aux pool would leave positions unseen: use aux_pool="adaptive")
+    # and 5a at 3x3; 32 px gives 16, 8 and 4.
     stem: Stem = "imagenet"
     # Figure 2: "reduced" is (b), "Inception module with dimension reductions", which GoogLeNet
     # uses; "naive" is (a): 1x1, 3x3, 5x5 and a 3x3 max pool side by side, no reductions and no
@@ -74,6 +75,8 @@ class GoogLeNetConfig:
     aux_weight: float = 0.3
     # "An average pooling layer with 5x5 filter size and stride 3, resulting in an 4x4x512 output".
     # torchvision uses an adaptive pool to 4x4, which at 14x14 averages 4x4 windows at stride 3-4.
+    # A 5x5/3 pool covers its map only where the map is 3k+5 wide (14 at 224 px); on any other
+    # map it would leave the right and bottom edges out of the aux loss, and is refused.
     aux_pool: AuxPool = "5x5/3"
     # Section 5: "The use of average pooling before the classifier is based on [12] ... a move
     # from fully connected layers to average pooling improved the top-1 accuracy by about 0.6%".

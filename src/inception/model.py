@@ -154,6 +154,14 @@ class GoogLeNet(nn.Module):
                     f"aux_pool='5x5/3' needs at least a 5x5 map at 4a/4d, but image_size="
                     f"{cfg.image_size} with the {cfg.stem!r} stem gives {size}x{size}; "
                     "use a larger image_size, aux_pool='adaptive' or --no-aux-logits")
+            seen = (pooled - 1) * 3 + 5
+            if seen < size:
+                raise ConfigError(
+                    f"aux_pool='5x5/3' on the {size}x{size} map at 4a/4d (image_size="
+                    f"{cfg.image_size}, {cfg.stem!r} stem) averages only its top-left "
+                    f"{seen}x{seen} positions; use aux_pool='adaptive' (every position), an "
+                    "image_size whose 4a map is 3k+5 wide (14x14 at 224 px, 8x8 at 32 px with "
+                    "the small stem) or --no-aux-logits")
         else:
             pooled = 4
         return AuxClassifier(channels, cfg.num_classes, pooled_size=pooled, pool=cfg.aux_pool,
@@ -254,7 +262,8 @@ class GoogLeNet(nn.Module):
 def googlenet(config: GoogLeNetConfig | None = None, **overrides: Any) -> GoogLeNet:
     """Build GoogLeNet: the paper's by default, with any `GoogLeNetConfig` field overridden.
 
-    >>> model = googlenet(num_classes=10, stem="small", image_size=28, norm="bn")
+    >>> model = googlenet(num_classes=10, stem="small", image_size=28, norm="bn",
+    ...                   aux_pool="adaptive")
     """
     return GoogLeNet((config or GoogLeNetConfig()).replace(**overrides))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Not in the paper. Caffe's bvlc_googlenet, the port made with the first author's help, uses
@@ -219,7 +220,62 @@ class Inception(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self._fusable():
+            first, reduced3, reduced5 = self._input_side_1x1(x)
+            outs = [first, self.branch2[1](reduced3), self.branch3[1](reduced5)]
+            if self.branch4 is not None:
+                outs.append(self.branch4(x))
+            return torch.cat(outs, dim=1)
         return torch.cat([b(x) for b in self.branches()], dim=1)
+
+    def _fusable(self) -> bool:
+        """Whether `_input_side_1x1` computes what the three blocks would: a reduced module
+        whose norms are plain BatchNorm2d with a momentum (not SyncBatchNorm, which must talk
+        to the other processes) or none at all."""
+        if self.naive or torch.fx._symbolic_trace.is_fx_tracing():
+            return False  # traced graphs (feature extraction) keep the three blocks
+        norms = [self.branch1.bn, self.branch2[0].bn, self.branch3[0].bn]
+        return (all(type(n) is nn.Identity for n in norms)
+                or all(type(n) is nn.BatchNorm2d and n.momentum is not None
+                       and n.track_running_stats for n in norms))
+
+    def _input_side_1x1(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The three 1x1 convolutions that read the module's input (the 1x1 branch, the 3x3
+        reduce, the 5x5 reduce), each with its BatchNorm and ReLU, computed as one: the weights
+        (and BN parameters and statistics) concatenated, one convolution, one BatchNorm, one
+        ReLU, and the output split. The same function of the same parameters, arranged for
+        speed in training: thin layers (a few channels at width 0.25) pay per pass over the
+        map, and BatchNorm in channels_last is slowest at a few channels
+        (`benchmarks/train_step.py`). The modules' own forwards are not called (their hooks do
+        not fire); eval mode runs them one by one."""
+        blocks = (self.branch1, self.branch2[0], self.branch3[0])
+        convs = [b.conv for b in blocks]
+        bias = (None if convs[0].bias is None
+                else torch.cat([c.bias for c in convs]))  # all or none: one batch_norm flag
+        y = F.conv2d(x, torch.cat([c.weight for c in convs]), bias)
+        norms = [b.bn for b in blocks]
+        if isinstance(norms[0], nn.BatchNorm2d):
+            y = _concatenated_batch_norm(norms, y)
+        return torch.relu_(y).split([c.out_channels for c in convs], dim=1)
+
+
+def _concatenated_batch_norm(norms: list[nn.BatchNorm2d], y: torch.Tensor) -> torch.Tensor:
+    """`norms` applied to consecutive channel groups of `y` by one `F.batch_norm` call, in
+    training or eval mode as the first says. In training the running statistics are updated as
+    each module's own forward would (momentum, batch counter) and written back."""
+    bn = norms[0]
+    sizes = [n.num_features for n in norms]
+    mean = torch.cat([n.running_mean for n in norms])
+    var = torch.cat([n.running_var for n in norms])
+    out = F.batch_norm(y, mean, var, torch.cat([n.weight for n in norms]),
+                       torch.cat([n.bias for n in norms]), bn.training, bn.momentum, bn.eps)
+    if bn.training:
+        with torch.no_grad():
+            for n, m, v in zip(norms, mean.split(sizes), var.split(sizes), strict=True):
+                n.running_mean.copy_(m)
+                n.running_var.copy_(v)
+                n.num_batches_tracked.add_(1)
+    return out
 
 
 class AuxClassifier(nn.Module):

@@ -24,6 +24,11 @@ FASHION_MNIST_MODEL = GoogLeNetConfig(
     norm="bn",  # trains at large learning rates; the LRN variant needs far smaller ones
     width=0.25,  # a quarter of every filter count: 4x fewer channels, ~16x fewer multiply-adds
     dropout=0.2,
+    # At 28 px with the small stem, 4a and 4d are 7x7: the paper's 5x5/3 pool would average only
+    # the top-left 5x5 window (1x1 out) and is refused. An adaptive pool to 4x4 (torchvision's
+    # aux pool) averages overlapping 2-3 px windows that cover every position, and keeps the
+    # paper's 4x4 grid in front of the aux heads' 1x1 convolution and FC layer.
+    aux_pool="adaptive",
 )
 
 
