@@ -220,43 +220,75 @@ class Inception(nn.Module):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self._fusable():
-            first, reduced3, reduced5 = self._input_side_1x1(x)
-            outs = [first, self.branch2[1](reduced3), self.branch3[1](reduced5)]
-            if self.branch4 is not None:
-                outs.append(self.branch4(x))
-            return torch.cat(outs, dim=1)
+        # A torch.fx trace (feature extraction) keeps the blocks, in train mode too.
+        if self.training and not isinstance(x, torch.fx.Proxy) and self._fusable():
+            return self._fused_forward(x)
         return torch.cat([b(x) for b in self.branches()], dim=1)
 
+    def _blocks(self) -> list[ConvReLU]:
+        return [m for m in self.modules() if isinstance(m, ConvReLU)]
+
+    # Training runs `_fused_forward` where it computes the same thing; False runs the blocks one
+    # by one (as before 0.5.0; `benchmarks/train_step.py` compares the two).
+    fuse_in_training: bool = True
+
     def _fusable(self) -> bool:
-        """Whether `_input_side_1x1` computes what the three blocks would: a reduced module
-        whose norms are plain BatchNorm2d with a momentum (not SyncBatchNorm, which must talk
-        to the other processes) or none at all."""
-        if self.naive or torch.fx._symbolic_trace.is_fx_tracing():
-            return False  # traced graphs (feature extraction) keep the three blocks
-        norms = [self.branch1.bn, self.branch2[0].bn, self.branch3[0].bn]
+        """Whether `_fused_forward` computes what the blocks would: a reduced module whose norms
+        are all plain BatchNorm2d with a momentum (not SyncBatchNorm, which must talk to the
+        other processes) or all absent."""
+        if self.naive or not self.fuse_in_training:
+            return False
+        norms = [b.bn for b in self._blocks()]
         return (all(type(n) is nn.Identity for n in norms)
                 or all(type(n) is nn.BatchNorm2d and n.momentum is not None
                        and n.track_running_stats for n in norms))
 
-    def _input_side_1x1(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The three 1x1 convolutions that read the module's input (the 1x1 branch, the 3x3
-        reduce, the 5x5 reduce), each with its BatchNorm and ReLU, computed as one: the weights
-        (and BN parameters and statistics) concatenated, one convolution, one BatchNorm, one
-        ReLU, and the output split. The same function of the same parameters, arranged for
-        speed in training: thin layers (a few channels at width 0.25) pay per pass over the
-        map, and BatchNorm in channels_last is slowest at a few channels
-        (`benchmarks/train_step.py`). The modules' own forwards are not called (their hooks do
-        not fire); eval mode runs them one by one."""
-        blocks = (self.branch1, self.branch2[0], self.branch3[0])
-        convs = [b.conv for b in blocks]
-        bias = (None if convs[0].bias is None
-                else torch.cat([c.bias for c in convs]))  # all or none: one batch_norm flag
-        y = F.conv2d(x, torch.cat([c.weight for c in convs]), bias)
-        norms = [b.bn for b in blocks]
-        if isinstance(norms[0], nn.BatchNorm2d):
-            y = _concatenated_batch_norm(norms, y)
-        return torch.relu_(y).split([c.out_channels for c in convs], dim=1)
+    def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's training forward with its thin layers merged: the same function of the
+        same parameters, in fewer and wider operations.
+
+        - The three 1x1 convolutions that read the input (the 1x1 branch, the 3x3 and 5x5
+          reduces) are one convolution, their weights concatenated.
+        - The two reductions' BatchNorms and ReLUs are one BatchNorm and one ReLU.
+        - The four branch outputs are concatenated before their BatchNorm and ReLU, which then
+          run once over the module's whole output.
+
+        BatchNorm and ReLU act channel by channel, so merging them changes nothing but the
+        number of passes over memory; at width 0.25 the branches have 4-64 channels, where each
+        pass costs far more than its arithmetic, and BatchNorm in channels_last is slowest of
+        all (`benchmarks/train_step.py`). The blocks' own forwards are not called (their hooks
+        do not fire); eval mode and a traced graph run them one by one.
+        """
+        (b1, (r3, c3), (r5, c5)) = self.branch1, self.branch2, self.branch3
+        first = (b1, r3, r5)
+        weight = torch.cat([b.conv.weight for b in first])
+        bias = None if b1.conv.bias is None else torch.cat([b.conv.bias for b in first])
+        y = F.conv2d(x, weight, bias)
+        n1 = b1.conv.out_channels
+        reduced = _norm_relu((r3, r5), y[:, n1:].contiguous(memory_format=_layout(y)))
+        a, b = reduced.split([r3.conv.out_channels, r5.conv.out_channels], dim=1)
+        raw = [y[:, :n1], c3.conv(a), c5.conv(b)]
+        tail = [b1, c3, c5]
+        if self.branch4 is not None:
+            pool, proj = self.branch4
+            raw.append(proj.conv(pool(x)))
+            tail.append(proj)
+        return _norm_relu(tail, torch.cat(raw, dim=1))
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format `t` is laid out in (channels_last or contiguous)."""
+    cl = t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    return torch.channels_last if cl else torch.contiguous_format
+
+
+def _norm_relu(blocks: list[ConvReLU] | tuple[ConvReLU, ...], y: torch.Tensor) -> torch.Tensor:
+    """The BatchNorms (if any) and ReLUs of `blocks` applied to `y`, whose channels are those
+    blocks' convolution outputs in order, as one BatchNorm and one ReLU."""
+    norms = [b.bn for b in blocks]
+    if isinstance(norms[0], nn.BatchNorm2d):
+        y = _concatenated_batch_norm(norms, y)
+    return torch.relu_(y)
 
 
 def _concatenated_batch_norm(norms: list[nn.BatchNorm2d], y: torch.Tensor) -> torch.Tensor:
