@@ -48,10 +48,12 @@ def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
 
 @pytest.fixture(scope="session")
 def small_fashion_mnist_dir(fashion_mnist, tmp_path_factory):
-    """A `--data-dir` with the first 1,024 training and 512 test images of Fashion-MNIST, for
-    tests that train and evaluate whole runs without paying for the 10,000 test images."""
+    """A `--data-dir` with the first 2,048 training and 512 test images of Fashion-MNIST, for
+    tests that train and evaluate whole runs without paying for the 10,000 test images after
+    every epoch (`--subset N` up to 2,048 picks the same training images as from the full
+    set)."""
     folder = tmp_path_factory.mktemp("small-fashion-mnist")
-    for (split, n), stem in zip(((fashion_mnist[0], 1024), (fashion_mnist[1], 512)),
+    for (split, n), stem in zip(((fashion_mnist[0], 2048), (fashion_mnist[1], 512)),
                                 ("train", "t10k"), strict=True):
         write_idx(folder / f"{stem}-images-idx3-ubyte", split.images[:n, 0].numpy())
         write_idx(folder / f"{stem}-labels-idx1-ubyte", split.labels[:n].numpy())
@@ -96,15 +98,39 @@ def image_folder(tmp_path_factory, fashion_mnist):
 
 
 @pytest.fixture(scope="session")
-def fashion_run(tmp_path_factory, fashion_mnist):
-    """A briefly trained Fashion-MNIST run directory (width 0.25, 2048 images, 2 epochs)."""
+def fashion_run(tmp_path_factory, small_fashion_mnist_dir):
+    """A briefly trained Fashion-MNIST run directory (width 0.25, 2048 images, 2 epochs,
+    evaluated on 512 test images)."""
     from inception.recipes import get_recipe
     from inception.train import train
 
     cfg = get_recipe("fashion-mnist").replace(width=0.25, subset=2048, epochs=2, batch_size=64,
                                               workers=0)
     return train(cfg, out=tmp_path_factory.mktemp("runs") / "fashion", progress=False,
-                 data_dir=os.environ.get("INCEPTION_DATA_DIR"), device="cpu").run_dir
+                 data_dir=small_fashion_mnist_dir, device="cpu").run_dir
+
+
+@pytest.fixture(scope="session")
+def fashion_model(tmp_path_factory):
+    """A model directory as a Fashion-MNIST run exports it (the default recipe's model, its
+    preprocessing and class names, `model.json` naming the data), with random weights (seed 0):
+    for tests that need a loadable model, not a trained one."""
+    from inception import data as data_lib
+    from inception.model import GoogLeNet
+    from inception.preprocessing import Preprocessing
+    from inception.recipes import get_recipe
+    from inception.weights import save_model
+
+    config = get_recipe("fashion-mnist").model.replace(aux_logits=False)
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("fashion-model")
+    preprocessing = Preprocessing(image_size=28, resize=28, crop=28,
+                                  mean=data_lib.FASHION_MNIST_MEAN,
+                                  std=data_lib.FASHION_MNIST_STD, channels=1)
+    save_model(folder, config, GoogLeNet(config).state_dict(), preprocessing,
+               list(data_lib.FASHION_MNIST_CLASSES),
+               {"recipe": "fashion-mnist", "data": "fashion-mnist"})
+    return folder
 
 
 @pytest.fixture(scope="session")

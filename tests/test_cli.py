@@ -65,6 +65,7 @@ def test_device_cuda_without_a_gpu_is_one_line(command, capsys):
                            "available; use --device cpu")
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "inception", "summary", "--json"],
                           capture_output=True, text=True, check=True)

@@ -148,3 +148,56 @@ def test_the_average_is_torchs_average_bit_for_bit_on_the_cpu(averaging):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
     assert int(a["n_averaged"]) == 12
+
+
+def test_threads_follow_the_cores_other_processes_leave_free(monkeypatch):
+    """1.0 core busy elsewhere on 2 cores leaves 1 thread; 0.2 leaves 2; no /proc/stat leaves
+    torch's default. `CpuShare` is the machine's busy time less this process's own."""
+    from inception import devices
+
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    measured = devices.CpuShare.others
+    for others, threads in ((1.0, 1), (0.2, 2), (1.9, 1), (None, 2)):
+        monkeypatch.setattr(devices.CpuShare, "others", lambda self, o=others: o)
+        assert devices.cpu_threads(sample_s=0) == (threads, others)
+    samples = iter([(100.0, 5.0), (100.8, 5.3)])  # the machine busy 0.8 s, of which ours 0.3
+    monkeypatch.setattr(devices, "_cpu_seconds", lambda: next(samples))
+    share = devices.CpuShare()
+    share._at -= 0.5  # half a second later
+    assert measured(share) == pytest.approx(1.0, abs=0.05)  # (0.8 - 0.3) / 0.5 s
+
+
+def test_a_busy_process_is_seen_and_named_on_the_progress_bar(monkeypatch):
+    """A real competitor spinning on one core is measured as about one core busy elsewhere, and
+    the training loop's progress bar then says what to do."""
+    import subprocess
+    import sys
+    import time
+
+    from inception.devices import CpuShare
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.1)
+        share = CpuShare()
+        time.sleep(0.5)
+        assert share.others() > 0.6
+    finally:
+        spinner.kill()
+
+    class Busy:
+        def others(self):
+            return 1.0
+
+    cfg = get_recipe("fashion-mnist").replace(width=0.25)
+    model = GoogLeNet(cfg.model)
+    opt = optim.make_optimizer(model, cfg)
+    trainer = engine.Trainer(model, opt, optim.make_scheduler(opt, cfg, 10), cfg,
+                             torch.device("cpu"))
+    monkeypatch.setattr(engine, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(engine.torch, "get_num_threads", lambda: 2)
+    trainer._share, trainer._share_at = Busy(), 0.0
+    assert trainer._cpu_note() == {"cpu": "1.0 of 2 cores busy elsewhere: slow; restart with "
+                                          "--resume --threads 1"}
+    assert trainer._cpu_note() == {}  # not again within CPU_CHECK_S

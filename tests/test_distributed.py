@@ -20,8 +20,14 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
             "2", "-m", "inception", "train"]
 
 
-def _run(cmd, out, *extra):
-    done = subprocess.run([*cmd, *FLAGS, "--out", str(out), *extra], capture_output=True,
+@pytest.fixture(scope="module")
+def flags(small_fashion_mnist_dir):
+    """FLAGS, evaluated on the small data set's 512 test images."""
+    return [*FLAGS, "--data-dir", small_fashion_mnist_dir]
+
+
+def _run(cmd, flags, out, *extra):
+    done = subprocess.run([*cmd, *flags, "--out", str(out), *extra], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -48,9 +54,9 @@ def _assert_same_model(single, other):
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, fashion_mnist):
+def single(tmp_path_factory, flags):
     out = tmp_path_factory.mktemp("ddp") / "single"
-    _run(SINGLE, out)
+    _run(SINGLE, flags, out)
     return out
 
 
@@ -61,24 +67,24 @@ def test_shard_takes_each_ranks_slice_of_every_global_batch():
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_and_write_one_run_directory(tmp_path, single):
+def test_two_processes_equal_one_and_write_one_run_directory(tmp_path, single, flags):
     out = tmp_path / "ddp"
-    done = _run(TORCHRUN, out)
+    done = _run(TORCHRUN, flags, out)
     assert done.stdout.count("run directory:") == 1  # rank 0 reports, rank 1 stays quiet
     _assert_same_model(single, out)
     ours, theirs = (json.loads((d / "results.json").read_text()) for d in (out, single))
     assert ours.keys() == theirs.keys() and ours["processes"] == 2
-    assert abs(ours["test_top1"] - theirs["test_top1"]) <= 0.05
+    assert abs(ours["test_top1"] - theirs["test_top1"]) <= 0.2  # one image of the 512
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in single.iterdir())
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("first,second", [(TORCHRUN, SINGLE), (SINGLE, TORCHRUN)],
                          ids=["2-then-1", "1-then-2"])
-def test_a_checkpoint_resumes_under_another_world_size(tmp_path, single, first, second):
+def test_a_checkpoint_resumes_under_another_world_size(tmp_path, single, flags, first, second):
     out = tmp_path / "elastic"
-    _run(first, out, "--stop-after", "1")
-    _run(second, out, "--resume")
+    _run(first, flags, out, "--stop-after", "1")
+    _run(second, flags, out, "--resume")
     _assert_same_model(single, out)
 
 

@@ -11,6 +11,7 @@ from inception.cli import main
 from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
+@pytest.mark.slow
 def test_onnx_paper_variant_matches_pytorch(tmp_path, image_folder):
     """The paper's network (LRN, true 5x5, 1000 classes) at 224 px on real images."""
     from torchvision.transforms import v2
@@ -75,22 +76,22 @@ def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def test_torch_export_program(fashion_run, tmp_path, capsys):
+def test_torch_export_program(fashion_model, tmp_path, capsys):
     path = tmp_path / "m.pt2"
-    assert main(["export", str(fashion_run), "--format", "torch-export", "--out",
+    assert main(["export", str(fashion_model), "--format", "torch-export", "--out",
                  str(path)]) == 0
     extra = {"inception.json": ""}
     program = torch.export.load(str(path), extra_files=extra)
     meta = json.loads(extra["inception.json"])
     assert json.loads(meta["inception.classes"])[0] == "T-shirt/top"
-    loaded = inception.load(fashion_run)
+    loaded = inception.load(fashion_model)
     x = torch.randn(5, 1, 28, 28)
     with torch.no_grad():
         assert torch.allclose(program.module()(x), loaded.model(x), atol=1e-5)
 
 
-def test_export_refuses_bad_combinations(fashion_run, tmp_path, capsys):
-    assert main(["export", str(fashion_run), "--format", "torch-export", "--int8", "--out",
+def test_export_refuses_bad_combinations(fashion_model, tmp_path, capsys):
+    assert main(["export", str(fashion_model), "--format", "torch-export", "--int8", "--out",
                  str(tmp_path / "x")]) == 2
     assert "--int8 needs --format onnx" in capsys.readouterr().err
 

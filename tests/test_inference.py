@@ -152,6 +152,7 @@ def test_export_graph_equals_the_model():
         optimize_for_inference(model, dtype=torch.bfloat16, export=True)
 
 
+@pytest.mark.slow
 def test_bench_reports_every_path(capsys):
     from inception.cli import main
 
@@ -190,6 +191,7 @@ def test_chunked_lrn_gradcheck():
     assert torch.autograd.gradcheck(lrn, (x.contiguous(memory_format=torch.channels_last),))
 
 
+@pytest.mark.slow
 def test_transform_input_survives_optimize_for_inference_and_onnx(tmp_path):
     """torchvision's `transform_input` re-normalisation (its pretrained weights need it) is kept
     by the inference form and by the ONNX export, and it changes the logits."""

@@ -125,18 +125,20 @@ def test_batch_larger_than_the_data_is_refused_before_anything_is_written(tmp_pa
 
 
 @pytest.mark.slow
-def test_previous_checkpoint_is_kept_and_used_when_the_last_is_damaged(tmp_path, fashion_mnist):
+def test_previous_checkpoint_is_kept_and_used_when_the_last_is_damaged(tmp_path,
+                                                                       small_fashion_mnist_dir):
     cfg = get_recipe("fashion-mnist").replace(subset=512, batch_size=64, width=0.25, epochs=3,
                                               workers=0)
     out = tmp_path / "run"
-    assert train(cfg, out=out, progress=False, stop_after=2) is None
+    kw = dict(progress=False, data_dir=small_fashion_mnist_dir)
+    assert train(cfg, out=out, stop_after=2, **kw) is None
     folder = out / "checkpoints"
     assert load_latest_checkpoint(folder)["epoch"] == 2
     assert torch.load(folder / "previous.pt", weights_only=True)["epoch"] == 1
     # A crash while the last checkpoint was being written leaves it truncated.
     (folder / "last.pt").write_bytes((folder / "last.pt").read_bytes()[:5000])
     assert load_latest_checkpoint(folder)["epoch"] == 1
-    resumed = train(cfg, out=out, progress=False, resume=True)
+    resumed = train(cfg, out=out, resume=True, **kw)
     assert resumed.results["epochs"] == 3
 
 
@@ -157,8 +159,8 @@ def test_unwritable_or_full_out_is_refused_before_training(tmp_path, fashion_mni
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sync_every", [1, 4])
-def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist, monkeypatch,
-                                                         sync_every):
+def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, small_fashion_mnist_dir,
+                                                         monkeypatch, sync_every):
     """Also when the loss is read only every 4 steps (as on a GPU): the checkpoint due at step 6,
     between two reads, reads steps 5-6 first, finds the NaN of step 5 and never saves the
     poisoned weights."""
@@ -167,14 +169,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_checkpoint(tmp_path, fashion_mnist
     cfg = get_recipe("fashion-mnist").replace(subset=256, batch_size=64, width=0.25, epochs=3,
                                               workers=0)
     out = tmp_path / "run"
-    assert train(cfg, out=out, progress=False, stop_after=1) is None  # 4 steps an epoch
+    kw = dict(progress=False, data_dir=small_fashion_mnist_dir)
+    assert train(cfg, out=out, stop_after=1, **kw) is None  # 4 steps an epoch
     before = (out / "checkpoints" / "last.pt").read_bytes()
     real = engine.googlenet_loss
     monkeypatch.setattr(engine, "googlenet_loss",
                         lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(RunError, match="the loss became nan at step 5;"):
-        train(cfg, out=out, progress=False, resume=True, checkpoint_every=2,
-              sync_every=sync_every)
+        train(cfg, out=out, resume=True, checkpoint_every=2, sync_every=sync_every, **kw)
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
 
 

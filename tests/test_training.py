@@ -35,8 +35,8 @@ def _assert_same_run(a, b):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_run_directory(tmp_path, fashion_mnist):
-    run = train(_small(), out=tmp_path / "run", progress=False)
+def test_fashion_mnist_run_directory(tmp_path, small_fashion_mnist_dir):
+    run = train(_small(), out=tmp_path / "run", progress=False, data_dir=small_fashion_mnist_dir)
     d = run.run_dir
     for name in ("config.json", "metrics.csv", "checkpoints/last.pt", "model.safetensors",
                  "model.json", "results.json", "curves.png", "confusion.png"):
@@ -57,16 +57,6 @@ def test_fashion_mnist_run_directory(tmp_path, fashion_mnist):
 
 
 @pytest.mark.slow
-def test_resume_after_epoch_1_matches_an_uninterrupted_run(tmp_path, fashion_mnist):
-    cfg = _small(subset=1024)
-    full = train(cfg, out=tmp_path / "full", progress=False)
-    assert train(cfg, out=tmp_path / "cut", progress=False, stop_after=1) is None
-    assert len(_metrics(tmp_path / "cut")) == 1
-    resumed = train(cfg, out=tmp_path / "cut", progress=False, resume=True)
-    _assert_same_run(full.run_dir, resumed.run_dir)
-
-
-@pytest.mark.slow
 def test_train_on_a_mixed_image_folder_learns(tmp_path, image_folder):
     cfg = _small(augment="folder", in_chans=3, subset=None, epochs=6, batch_size=16)
     run = train(cfg, str(image_folder), out=tmp_path / "run", progress=False)
@@ -79,14 +69,15 @@ def test_train_on_a_mixed_image_folder_learns(tmp_path, image_folder):
 def test_paper_recipe_short_run_on_a_folder_learns(tmp_path, image_folder):
     """Section 6's recipe as it is (LRN, true 5x5, lr 0.01, step schedule, Polyak averaging over
     the second half, random-sized crops with random interpolation, Howard's distortions), at
-    96 px, width 0.25 and batch 16 for 8 epochs, with the learning rate scaled linearly to the
-    batch (0.01 at 32 -> 0.005 at 16; at 0.01 this tiny run sometimes diverges in its last
-    epoch). On 180 training and 60 validation images its accuracy swings from epoch to epoch:
-    this configuration with `seed=0, 1, 2` on this fixture (the equivalent command: `inception
-    train FOLDER --recipe paper --image-size 96 --width 0.25 --epochs 8 --batch-size 16
-    --workers 0 --lr 0.005 --seed S`) ended at 38%, 80% and 75% and peaked at 82%, 83% and 75%,
-    so the test asks for the best epoch to be well above chance (33%), not the last."""
-    cfg = get_recipe("paper").replace(image_size=96, width=0.25, epochs=8, batch_size=16,
+    80 px (4a is 5x5, which the paper's 5x5/3 aux pool covers), width 0.25 and batch 16 for 8
+    epochs, with the learning rate scaled linearly to the batch (0.01 at 32 -> 0.005 at 16).
+    On 180 training and 60 validation images its accuracy swings from epoch to epoch: this
+    configuration with `seed=0, 1, 2` on this fixture (the equivalent command: `inception train
+    FOLDER --recipe paper --image-size 80 --width 0.25 --epochs 8 --batch-size 16 --workers 0
+    --lr 0.005 --seed S`) ended at 70%, 90% and 68% and peaked at 73%, 95% and 68%, its
+    training loss falling from 1.76-1.81 to 1.35-1.67, so the test asks for a lower last loss
+    and for the best epoch to be well above chance (33%), not the last."""
+    cfg = get_recipe("paper").replace(image_size=80, width=0.25, epochs=8, batch_size=16,
                                       workers=0, lr=0.005)
     run = train(cfg, str(image_folder), out=tmp_path / "run", progress=False)
     rows = _metrics(run.run_dir)
@@ -147,51 +138,32 @@ def test_checkpoint_is_safe_to_load(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, fashion_mnist):
-    """Checkpoints every 7 steps; restart from one taken in the middle of epoch 3."""
-    import shutil
-
-    cfg = _small(subset=640, epochs=3)  # 10 steps an epoch
-    full = train(cfg, out=tmp_path / "full", progress=False, checkpoint_every=7)
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut)
-    ckpt = load_checkpoint(cut / "checkpoints" / "previous.pt")
-    # previous.pt is the one before the final epoch-end save: step 28, epoch 3, batch 8.
-    assert (ckpt["position"]["epoch"], ckpt["position"]["batch"], ckpt["step"]) == (2, 8, 28)
-    shutil.copy(cut / "checkpoints" / "previous.pt", cut / "checkpoints" / "last.pt")
-    for name in ("model.safetensors", "results.json", "metrics.csv"):
-        (cut / name).unlink()
-    resumed = train(cfg, out=cut, progress=False, resume=True, checkpoint_every=7)
-    assert (full.run_dir / "model.safetensors").read_bytes() == \
-           (resumed.run_dir / "model.safetensors").read_bytes()
-    a, b = _metrics(full.run_dir), _metrics(resumed.run_dir)
-    assert [{k: v for k, v in r.items() if k not in TIMING} for r in a] == \
-           [{k: v for k, v in r.items() if k not in TIMING} for r in b]
-
-
-@pytest.mark.slow
 @pytest.mark.parametrize("averaging", ["ema", "polyak"])
-def test_reading_the_loss_less_often_changes_nothing(tmp_path, fashion_mnist, averaging):
+def test_reading_the_loss_less_often_changes_nothing(tmp_path, small_fashion_mnist_dir,
+                                                     averaging):
     """`sync_every` (how often the loop reads from the device) and the checkpoint interval
     change when things are read and saved, never what is computed: the same model, byte for
     byte, and the same metrics."""
     cfg = _small(subset=256, averaging=averaging, average_start=0.25)  # 4 steps an epoch
-    every = train(cfg, out=tmp_path / "every", progress=False, sync_every=1)
+    every = train(cfg, out=tmp_path / "every", progress=False, sync_every=1,
+                  data_dir=small_fashion_mnist_dir)
     rarely = train(cfg, out=tmp_path / "rarely", progress=False, sync_every=3,
-                   checkpoint_every=5)
+                   checkpoint_every=5, data_dir=small_fashion_mnist_dir)
     _assert_same_run(every.run_dir, rarely.run_dir)
 
 
 @pytest.mark.slow
-def test_compile_goes_through_dynamo_and_changes_nothing(tmp_path, fashion_mnist, monkeypatch):
+def test_compile_goes_through_dynamo_and_changes_nothing(tmp_path, small_fashion_mnist_dir,
+                                                        monkeypatch):
     """`compile=` traces the training forward with TorchDynamo (its eager backend here: Inductor
     would compile C++ for minutes on this machine) and trains the same model."""
     import functools
 
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     cfg = _small(subset=256, epochs=1, batch_size=128)
-    compiled = train(cfg, out=tmp_path / "compiled", progress=False, compile="default")
-    eager = train(cfg, out=tmp_path / "eager", progress=False)
+    compiled = train(cfg, out=tmp_path / "compiled", progress=False, compile="default",
+                     data_dir=small_fashion_mnist_dir)
+    eager = train(cfg, out=tmp_path / "eager", progress=False, data_dir=small_fashion_mnist_dir)
     _assert_same_run(compiled.run_dir, eager.run_dir)
     with pytest.raises(RunError, match="--compile fast: use one of"):
         train(cfg, out=tmp_path / "bad", progress=False, compile="fast")
@@ -221,11 +193,12 @@ def test_resume_mid_epoch_on_an_image_folder_matches_an_uninterrupted_run(tmp_pa
 
 
 @pytest.mark.slow
-def test_the_exported_model_is_the_average_once_averaging_has_begun(tmp_path, fashion_mnist):
+def test_the_exported_model_is_the_average_once_averaging_has_begun(tmp_path,
+                                                                   small_fashion_mnist_dir):
     """"Polyak averaging [13] was used to create the final model used at inference time": the
     exported weights (and the evaluation) are the average's, not the last iterate's."""
     cfg = _small(subset=256, epochs=1, averaging="polyak", average_start=0.5)
-    run = train(cfg, out=tmp_path / "run", progress=False)
+    run = train(cfg, out=tmp_path / "run", progress=False, data_dir=small_fashion_mnist_dir)
     ckpt = load_checkpoint(run.run_dir / "checkpoints" / "last.pt")
     exported = load_file(run.run_dir / "model.safetensors")
     averaged = {k.removeprefix("module."): v for k, v in ckpt["average"].items()
@@ -255,10 +228,11 @@ def test_a_held_out_validation_split_is_the_end_of_the_training_set(fashion_mnis
 
 
 @pytest.mark.slow
-def test_a_run_with_a_validation_split_reports_both(tmp_path, fashion_mnist, capsys):
+def test_a_run_with_a_validation_split_reports_both(tmp_path, small_fashion_mnist_dir, capsys):
     assert main(["train", "--subset", "512", "--epochs", "1", "--batch-size", "128",
                  "--width", "0.25", "--workers", "0", "--val-images", "500", "--out",
-                 str(tmp_path / "run"), "--no-progress"]) == 0
+                 str(tmp_path / "run"), "--no-progress",
+                 "--data-dir", small_fashion_mnist_dir]) == 0
     out = capsys.readouterr().out
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {"val_top1", "test_top1", "val_loss", "test_loss"} <= results.keys()

@@ -99,15 +99,15 @@ def test_cli_finetune_from_torchvision(tmp_path, image_folder, capsys):
     assert len(err) == 1 and "shapes do not fit" in err[0]
 
 
-def test_load_returns_model_config_preprocessing_and_classes(fashion_run):
-    loaded = inception.load(fashion_run)
+def test_load_returns_model_config_preprocessing_and_classes(fashion_model):
+    loaded = inception.load(fashion_model)
     assert not loaded.model.training and not loaded.model.aux
     assert loaded.classes[0] == "T-shirt/top" and loaded.image_size == 28
     assert loaded.config.width == 0.25 and loaded.meta["data"] == "fashion-mnist"
-    assert inception.load(fashion_run / "model.safetensors").path == loaded.path
+    assert inception.load(fashion_model / "model.safetensors").path == loaded.path
 
 
-def test_load_refuses_broken_model_files(tmp_path, fashion_run):
+def test_load_refuses_broken_model_files(tmp_path, fashion_model):
     with pytest.raises(WeightsError, match=r"no model\.safetensors"):
         inception.load(tmp_path)
     pt = tmp_path / "model.pt"
@@ -115,26 +115,26 @@ def test_load_refuses_broken_model_files(tmp_path, fashion_run):
     with pytest.raises(WeightsError, match="pickled checkpoints are not loaded"):
         inception.load(pt)
     weights = tmp_path / "model.safetensors"
-    weights.write_bytes((fashion_run / "model.safetensors").read_bytes())
+    weights.write_bytes((fashion_model / "model.safetensors").read_bytes())
     with pytest.raises(WeightsError, match=r"model\.json is missing"):
         inception.load(weights)
-    meta = json.loads((fashion_run / "model.json").read_text())
+    meta = json.loads((fashion_model / "model.json").read_text())
     meta["model"]["width"] = 0.5
     (tmp_path / "model.json").write_text(json.dumps(meta))
     with pytest.raises(WeightsError, match="do not fit the model config"):
         inception.load(weights)
 
 
-def test_an_old_model_json_without_the_newer_preprocessing_keys_loads(tmp_path, fashion_run):
+def test_an_old_model_json_without_the_newer_preprocessing_keys_loads(tmp_path, fashion_model):
     """Run directories written before `channels`, `image_size` and `interpolation` were stored
     still load, with the values those runs used."""
     import json
     import shutil
 
-    meta = json.loads((fashion_run / "model.json").read_text())
+    meta = json.loads((fashion_model / "model.json").read_text())
     for key in ("channels", "image_size", "interpolation"):
         del meta["preprocessing"][key]
-    shutil.copy(fashion_run / "model.safetensors", tmp_path / "model.safetensors")
+    shutil.copy(fashion_model / "model.safetensors", tmp_path / "model.safetensors")
     (tmp_path / "model.json").write_text(json.dumps(meta))
-    old, new = inception.load(tmp_path), inception.load(fashion_run)
+    old, new = inception.load(tmp_path), inception.load(fashion_model)
     assert old.preprocessing == new.preprocessing and old.channels == 1

@@ -59,7 +59,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
-    resolve_device(args.device)  # refuse a missing GPU before anything is read or printed
+    device = resolve_device(args.device)  # refuse a missing GPU before anything is read
+    if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
+        _threads_for_free_cores()
     cfg, data = train_config_from_arguments(args)
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
@@ -253,6 +255,19 @@ def _write_model_dir(out: Path, loaded: LoadedModel) -> Path:
             shutil.rmtree(target, ignore_errors=True)
         raise UsageError(f"--out {out}: cannot write the model ({e.strerror or e})") from e
     return out / MODEL_FILE
+
+
+def _threads_for_free_cores() -> None:
+    """One torch thread per core that other processes leave free (`devices.cpu_threads`)."""
+    import torch
+
+    from inception.devices import cpu_cores, cpu_threads
+
+    threads, others = cpu_threads()
+    if threads < torch.get_num_threads():
+        print(f"inception train: other processes keep {others:.1f} of {cpu_cores()} cores busy: "
+              f"training with {threads} thread(s) (--threads N to choose)", file=sys.stderr)
+    torch.set_num_threads(threads)
 
 
 def _bench(args: argparse.Namespace) -> int:

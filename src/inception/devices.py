@@ -8,13 +8,15 @@ or the batch it works with, never the default one.
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 
 import torch
 
 from inception.config import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "DeviceError", "autocast", "resolve_device", "synchronize",
-           "to_device"]
+__all__ = ["DEVICE_CHOICES", "CpuShare", "DeviceError", "autocast", "cpu_threads",
+           "resolve_device", "synchronize", "to_device"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")  # `--device` of every command
 
@@ -64,3 +66,63 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
     if bf16:
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """(busy CPU seconds of the whole machine, of this process) so far; None where Linux's
+    /proc/stat cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    own = os.times()
+    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class CpuShare:
+    """How much of the CPU other processes take, measured between calls of `others()`.
+
+    torch runs each operation on all its threads and waits for the slowest. When another
+    process keeps one of the cores busy, every operation waits for the thread that shares that
+    core, and a training step slows far more than in proportion to the core lost
+    (`benchmarks/contention.py`). So training starts with a thread per free core
+    (`cpu_threads`), and the progress bar says when others take cores later on."""
+
+    def __init__(self) -> None:
+        self._last = _cpu_seconds()
+        self._at = time.monotonic()
+
+    def others(self) -> float | None:
+        """Cores' worth of CPU that other processes used since the last call (or since this
+        object was made); None where it cannot be measured."""
+        now, at = _cpu_seconds(), time.monotonic()
+        last, self._last, then, self._at = self._last, now, self._at, at
+        if now is None or last is None or at <= then:
+            return None
+        busy, own = now[0] - last[0], now[1] - last[1]
+        return max(0.0, (busy - own) / (at - then))
+
+
+def cpu_threads(sample_s: float = 0.3) -> tuple[int, float | None]:
+    """(threads, cores busy elsewhere): one torch thread for each core that other processes
+    left free over the next `sample_s` seconds, at least one and at most torch's default; the
+    default itself where /proc/stat cannot be read."""
+    share = CpuShare()
+    time.sleep(sample_s)
+    others = share.others()
+    default = torch.get_num_threads()
+    if others is None:
+        return default, None
+    free = cpu_cores() - others
+    return max(1, min(default, round(free))), others

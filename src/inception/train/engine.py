@@ -20,11 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from inception import distributed
-from inception.devices import autocast
+from inception.devices import CpuShare, autocast, cpu_cores
 from inception.metrics import Tally, summarize
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss, gradient_norm
 from inception.train.config import RunError, TrainConfig
 from inception.train.optim import Average
+
+CPU_CHECK_S = 10.0  # seconds between looks at how busy the CPU is (`Trainer._cpu_note`)
 
 
 def _to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool):
@@ -131,11 +133,15 @@ class Trainer:
     _progress: Any = field(default=None, init=False, repr=False)
     _grad_norms: list[torch.Tensor] = field(default_factory=list, init=False, repr=False)
     _lower: list[nn.Parameter] = field(default_factory=list, init=False, repr=False)
+    _share: CpuShare | None = field(default=None, init=False, repr=False)
+    _share_at: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.forward is None:  # not `or`: a compiled module has no truth value
             self.forward = TrainForward(self.model)
         self._clock = time.perf_counter()
+        if self.device.type == "cpu":
+            self._share, self._share_at = CpuShare(), self._clock
         if self.cfg.watch_gradients:
             self._lower = self.model.lower_stage_parameters()
 
@@ -194,7 +200,24 @@ class Trainer:
                            "lower --lr or use --norm bn (the last checkpoint is kept)")
         if self._progress is not None and steps:
             self._progress.update(steps)
-            self._progress.set_postfix(loss=f"{meter.last:.3f}", refresh=False)
+            self._progress.set_postfix(loss=f"{meter.last:.3f}", refresh=False,
+                                       **self._cpu_note())
+
+    def _cpu_note(self) -> dict[str, str]:
+        """Every CPU_CHECK_S seconds, a word for the progress bar when other processes take
+        cores that this run's threads need (each of torch's operations waits for its slowest
+        thread, so a shared core slows every step far more than its share)."""
+        now = time.perf_counter()
+        if self._share is None or now - self._share_at < CPU_CHECK_S:
+            return {}
+        self._share_at = now
+        others, threads, cores = self._share.others(), torch.get_num_threads(), cpu_cores()
+        if others is None or others + threads <= cores + 0.5:
+            return {}
+        free = max(1, round(cores - others))
+        return {"cpu": f"{others:.1f} of {cores} cores busy elsewhere: slow; restart with "
+                       f"--resume --threads {free}" if free < threads else
+                       f"{others:.1f} of {cores} cores busy elsewhere"}
 
     def sync(self, pos: Position) -> None:
         """Read the pending losses and bring `pos`'s loss sum, image count and training time up
