@@ -123,7 +123,7 @@ def main() -> None:
           f"({rows[EVALUATION] / inference_form:.1f}x faster); "
           f"{data.val_name} top-1 after {steps} steps: {metrics['top1']:.2f}%")
 
-    x, y = next(batches)
+    x, y = next(iter(data.train.epoch(1).batches))  # a fresh batch: the epoch may be spent
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step(x, y)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)

@@ -11,6 +11,8 @@ each variant's median step time reported:
    for-loop SGD) against each change alone and both together (`Inception._fused_forward`:
    merged 1x1 convolutions, BatchNorms and ReLUs; `fused=True` SGD). All compute the same
    update.
+   `--compile` adds this step with the forward compiled by Inductor; its compile time (the
+   first step) is printed separately.
 2. Precision and memory format by width: fp32 NCHW, fp32 channels_last and bf16 autocast +
    channels_last, with today's step.
 
@@ -37,7 +39,7 @@ RECIPE = get_recipe("fashion-mnist")
 
 
 def make_step(width: float, batch: int, bf16: bool, channels_last: bool, fused_modules: bool = True,
-              fused_sgd: bool = True) -> Callable[[], None]:
+              fused_sgd: bool = True, compile: bool = False) -> Callable[[], None]:
     torch.manual_seed(0)
     model = GoogLeNet(RECIPE.model.replace(width=width)).train()
     for m in model.modules():
@@ -50,10 +52,11 @@ def make_step(width: float, batch: int, bf16: bool, channels_last: bool, fused_m
         group["fused"] = fused_sgd
     x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,))
+    forward = torch.compile(model.forward_aux) if compile else model.forward_aux
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = googlenet_loss(model.forward_aux(x), y, RECIPE.model.aux_weight,
+            loss = googlenet_loss(forward(x), y, RECIPE.model.aux_weight,
                                   RECIPE.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,6 +87,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--widths", type=float, nargs="*", default=[0.25, 0.5, 1.0],
                         help="widths for the precision table (none: skip it)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also this step with the forward through torch.compile (Inductor)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     batch, width = args.batch_size, RECIPE.model.width
@@ -95,6 +100,13 @@ def main() -> None:
         "this step: fused modules + fused SGD": (True, True),
     }
     variants = {name: make_step(width, batch, True, True, *flags) for name, flags in steps.items()}
+    compile_s = None
+    if args.compile:
+        name = "this step, forward through torch.compile (default mode)"
+        variants[name] = make_step(width, batch, True, True, compile=True)
+        t0 = time.perf_counter()
+        variants[name]()  # the first call compiles (forward and backward graphs)
+        compile_s = time.perf_counter() - t0
     t = medians(variants, args.repeats, args.steps)
     base = t[next(iter(steps))]
     print(f"training step, the default recipe's model (width {width}, small stem, BN, aux heads), "
@@ -104,6 +116,9 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, seconds in t.items():
         print(f"| {name} | {1000 * seconds:.0f} | {batch / seconds:.0f} | {base / seconds:.2f}x |")
+    if compile_s is not None:
+        print(f"torch.compile: the first step took {compile_s:.0f} s (compiling), not counted "
+              "above")
 
     if not args.widths:
         return

@@ -201,3 +201,20 @@ def test_a_busy_process_is_seen_and_named_on_the_progress_bar(monkeypatch):
     assert trainer._cpu_note() == {"cpu": "1.0 of 2 cores busy elsewhere: slow; restart with "
                                           "--resume --threads 1"}
     assert trainer._cpu_note() == {}  # not again within CPU_CHECK_S
+
+
+def test_a_resumed_run_keeps_its_recorded_thread_count(tmp_path):
+    """The thread count changes float rounding, so `train --resume` without --threads uses the
+    count the run's config.json records (torch's default for runs that record none)."""
+    import json
+
+    from inception.cli import _cpu_threads
+
+    (tmp_path / "config.json").write_text(json.dumps({"train": {}, "threads": 1}))
+    torch.set_num_threads(2)
+    _cpu_threads(tmp_path)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    (tmp_path / "config.json").write_text(json.dumps({"train": {}}))
+    _cpu_threads(tmp_path)
+    assert torch.get_num_threads() == 2

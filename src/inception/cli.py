@@ -61,7 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
     device = resolve_device(args.device)  # refuse a missing GPU before anything is read
     if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
-        _threads_for_free_cores()
+        _cpu_threads(Path(args.out) if args.resume else None)
     cfg, data = train_config_from_arguments(args)
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
@@ -257,12 +257,23 @@ def _write_model_dir(out: Path, loaded: LoadedModel) -> Path:
     return out / MODEL_FILE
 
 
-def _threads_for_free_cores() -> None:
-    """One torch thread per core that other processes leave free (`devices.cpu_threads`)."""
+def _cpu_threads(resumed: Path | None) -> None:
+    """A new run: one torch thread per core that other processes leave free
+    (`devices.cpu_threads`). A resumed one: the threads its `config.json` records, since the
+    thread count changes the arithmetic's rounding and a resumed run should end on the bytes an
+    uninterrupted one would (torch's default where none is recorded, as before 0.5.0)."""
     import torch
 
     from inception.devices import cpu_cores, cpu_threads
 
+    if resumed is not None:
+        try:
+            recorded = json.loads((resumed / "config.json").read_text()).get("threads")
+        except (OSError, ValueError, AttributeError):
+            recorded = None  # train() says what is wrong with the run directory
+        if isinstance(recorded, int) and recorded >= 1:
+            torch.set_num_threads(recorded)
+        return
     threads, others = cpu_threads()
     if threads < torch.get_num_threads():
         print(f"inception train: other processes keep {others:.1f} of {cpu_cores()} cores busy: "

@@ -230,7 +230,8 @@ def _start(cfg: TrainConfig, data: str, data_dir: str | None, out: Path, dev: to
     if ctx.main:
         log.info("config: %s", json.dumps(cfg.to_dict()))
         write_json(out / "config.json", {"train": cfg.to_dict(), "data": data,
-                                         "processes": ctx.world})
+                                         "processes": ctx.world,
+                                         "threads": torch.get_num_threads()})
     return cfg, dataset, model
 
 
