@@ -25,6 +25,8 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="the seeds to run (default: 0 .. runs - 1)")
     parser.add_argument("--recipe", default="fashion-mnist")
     parser.add_argument("--target", type=float, default=93.7, help="test top-1 to reach (%)")
     parser.add_argument("--threads", type=int, default=2)
@@ -34,7 +36,8 @@ def main() -> None:
 
     root = Path(args.out or tempfile.mkdtemp(prefix="fmnist-bench-"))
     rows = []
-    for i in range(args.runs):
+    seeds = args.seeds if args.seeds is not None else list(range(args.runs))
+    for i in seeds:
         out = root / f"{args.recipe}-seed{i}"
         cmd = [sys.executable, "-m", "inception", "train", "--recipe", args.recipe,
                "--seed", str(i), "--out", str(out), "--threads", str(args.threads),
@@ -55,7 +58,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
 
     print()
-    print(f"recipe {args.recipe}, {args.runs} run(s), {args.threads} threads, "
+    print(f"recipe {args.recipe}, {len(seeds)} run(s), {args.threads} threads, "
           f"{platform.processor() or platform.machine()}, python {platform.python_version()}")
     print("| seed | test top-1 (%) | test top-5 (%) | wall (s), whole process | "
           f"first epoch >= {args.target}% at (s) |")

@@ -92,10 +92,12 @@ def test_the_fused_training_forward_computes_what_the_blocks_do(batch_norm, pool
         torch.testing.assert_close(s, t, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_sync_batch_norm_and_naive_modules_run_block_by_block():
+def test_sync_batch_norm_naive_modules_and_mixed_momenta_run_block_by_block():
     """The concatenated form would skip SyncBatchNorm's all-reduce; naive modules have no
-    reductions to fuse."""
+    reductions to fuse; BatchNorms with different momenta cannot share one call."""
     bn = Inception(24, 8, 6, 12, 2, 4, 4, batch_norm=True)
     assert bn._fusable()
     assert not nn.SyncBatchNorm.convert_sync_batchnorm(bn)._fusable()
     assert not Inception(24, 8, 6, 12, 2, 4, 4, naive=True)._fusable()
+    bn.branch3[1].bn.momentum = 0.01  # one BatchNorm call has one momentum
+    assert not bn._fusable()

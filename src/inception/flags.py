@@ -148,7 +148,8 @@ def _train_parser(sub) -> argparse.ArgumentParser:
     train.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
     train.add_argument("--data-dir", help="where Fashion-MNIST's IDX files are (or go)")
     train.add_argument("--threads", type=int, default=None,
-                       help="torch CPU threads (default: torch's choice)")
+                       help="torch CPU threads (default: one per core other processes leave "
+                            "free; with --resume, the count the run recorded)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument("--stop-after", type=int, metavar="N",
                        help="stop after epoch N, checkpointed, to continue later with --resume")

@@ -234,14 +234,16 @@ class Inception(nn.Module):
 
     def _fusable(self) -> bool:
         """Whether `_fused_forward` computes what the blocks would: a reduced module whose norms
-        are all plain BatchNorm2d with a momentum (not SyncBatchNorm, which must talk to the
-        other processes) or all absent."""
+        are all absent, or all plain BatchNorm2d (not SyncBatchNorm, which must talk to the
+        other processes) tracking running statistics with one momentum and one epsilon."""
         if self.naive or not self.fuse_in_training:
             return False
         norms = [b.bn for b in self._blocks()]
-        return (all(type(n) is nn.Identity for n in norms)
-                or all(type(n) is nn.BatchNorm2d and n.momentum is not None
-                       and n.track_running_stats for n in norms))
+        if all(type(n) is nn.Identity for n in norms):
+            return True
+        return (all(type(n) is nn.BatchNorm2d and n.track_running_stats for n in norms)
+                and len({(n.momentum, n.eps) for n in norms}) == 1
+                and norms[0].momentum is not None)
 
     def _fused_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The module's training forward with its thin layers merged: the same function of the

@@ -135,6 +135,7 @@ class Trainer:
     _lower: list[nn.Parameter] = field(default_factory=list, init=False, repr=False)
     _share: CpuShare | None = field(default=None, init=False, repr=False)
     _share_at: float = field(default=0.0, init=False, repr=False)
+    _note: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.forward is None:  # not `or`: a compiled module has no truth value
@@ -204,20 +205,20 @@ class Trainer:
                                        **self._cpu_note())
 
     def _cpu_note(self) -> dict[str, str]:
-        """Every CPU_CHECK_S seconds, a word for the progress bar when other processes take
-        cores that this run's threads need (each of torch's operations waits for its slowest
-        thread, so a shared core slows every step far more than its share)."""
+        """A word for the progress bar while other processes take cores that this run's
+        threads need (each of torch's operations waits for its slowest thread, so a shared
+        core slows every step far more than its share), looked at every CPU_CHECK_S seconds."""
         now = time.perf_counter()
         if self._share is None or now - self._share_at < CPU_CHECK_S:
-            return {}
+            return self._note
         self._share_at = now
         others, threads, cores = self._share.others(), torch.get_num_threads(), cpu_cores()
-        if others is None or others + threads <= cores + 0.5:
-            return {}
-        free = max(1, round(cores - others))
-        return {"cpu": f"{others:.1f} of {cores} cores busy elsewhere: slow; restart with "
-                       f"--resume --threads {free}" if free < threads else
-                       f"{others:.1f} of {cores} cores busy elsewhere"}
+        self._note = {}
+        if others is not None and others + threads > cores + 0.5:
+            free = max(1, round(cores - others))
+            advice = f": slow; restart with --resume --threads {free}" if free < threads else ""
+            self._note = {"cpu": f"{others:.1f} of {cores} cores busy elsewhere{advice}"}
+        return self._note
 
     def sync(self, pos: Position) -> None:
         """Read the pending losses and bring `pos`'s loss sum, image count and training time up
