@@ -76,6 +76,7 @@ def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_torch_export_program(fashion_model, tmp_path, capsys):
     path = tmp_path / "m.pt2"
     assert main(["export", str(fashion_model), "--format", "torch-export", "--out",

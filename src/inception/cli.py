@@ -60,12 +60,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out DIR, the run directory to continue")
     device = resolve_device(args.device)  # refuse a missing GPU before anything is read
-    if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
-        _cpu_threads(Path(args.out) if args.resume else None)
     cfg, data = train_config_from_arguments(args)
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
                          "folder with train/ and val/ subfolders")
+    if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
+        _cpu_threads(Path(args.out) if args.resume else None)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
     if main_process:
         print(json.dumps({"train": cfg.to_dict(), "data": data}, indent=2))

@@ -4,10 +4,10 @@ Launch (the default `inception train`):
 
     inception train
 
-Expected result and cost (`benchmarks/fashion_mnist.py --runs 1`, a 2-core Intel Xeon with AMX,
-2 threads): test top-1 94.06% for seed 0, 14.4 minutes end to end (BENCHMARKS.md; 0.4.0's recipe,
-whose aux pool saw only part of the 7x7 map, gave 93.76% median of 3 seeds in 12.6 minutes on a
-2-core AMD EPYC). Smoke variant: `inception train --subset 2048 --epochs 1`.
+Expected result and cost (`benchmarks/fashion_mnist.py --runs 3`, a 2-core Intel Xeon with AMX,
+2 threads): test top-1 94.04% median of 3 seeds (93.79-94.06), 14.4 minutes (median) per run
+end to end (BENCHMARKS.md has the table). Smoke variant: `inception train --subset 2048
+--epochs 1`.
 
 `long_recipe` (`inception train --recipe fashion-mnist-long`): width 0.5 for 45 epochs; it now
 holds out 5,000 training images for validation, but its settings were chosen on test accuracy,
