@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
+    default_threads = torch.get_num_threads()
     step = make_step(RECIPE.model.width, args.batch_size, True, True)
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     competitor.send_signal(signal.SIGSTOP)
@@ -42,6 +43,7 @@ def main() -> None:
             if state != "idle":
                 competitor.send_signal(signal.SIGCONT)
                 time.sleep(0.5)
+            torch.set_num_threads(default_threads)  # cpu_threads() caps at the current count
             chosen[state] = cpu_threads()
             times: dict[int, list[float]] = {2: [], 1: []}
             for threads in times:  # warm-up

@@ -141,6 +141,11 @@ def test_module_comparisons_cover_all_nine_and_reductions_always_win():
     assert [r.name for r in rows] == ["3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"]
     assert all(r.naive_ops > 2 * r.reduced_ops for r in rows)
     assert rows[0].naive_out == 64 + 128 + 32 + 192
+    # 3a reduced, every convolution counted: 1x1 64, reduces 96 and 16, 3x3 128, 5x5 32, pool
+    # projection 32 on 28x28x192.
+    hw = 28 * 28
+    assert rows[0].reduced_ops == hw * (192 * (64 + 96 + 16 + 32) + 96 * 9 * 128
+                                        + 16 * 25 * 32) == 128_049_152
 
 
 def test_naive_network_blows_up():

@@ -101,3 +101,25 @@ def test_sync_batch_norm_naive_modules_and_mixed_momenta_run_block_by_block():
     assert not Inception(24, 8, 6, 12, 2, 4, 4, naive=True)._fusable()
     bn.branch3[1].bn.momentum = 0.01  # one BatchNorm call has one momentum
     assert not bn._fusable()
+
+
+def test_hooks_and_frozen_batch_norms_run_block_by_block():
+    """The fused form calls none of the blocks' layers: with a hook on one of them (cost
+    counting, pruning), or a BatchNorm frozen in eval mode inside a training module, the blocks
+    run one by one and give what they give."""
+    torch.manual_seed(0)
+    m = Inception(24, 8, 6, 12, 2, 4, 4, batch_norm=True).train()
+    assert m._fusable()
+    calls = []
+    handle = m.branch1.conv.register_forward_hook(lambda *a: calls.append(1))
+    assert not m._fusable()
+    m(torch.randn(2, 24, 7, 7))
+    assert calls == [1]
+    handle.remove()
+    m.branch2[0].bn.eval()  # frozen statistics, as when fine-tuning
+    assert not m._fusable()
+    x = torch.randn(2, 24, 7, 7)
+    m.fuse_in_training = False
+    expected = m(x)
+    m.fuse_in_training = True
+    torch.testing.assert_close(m(x), expected)

@@ -196,3 +196,27 @@ def test_batchnorm_statistics_are_averaged_too(averaging):
             expected = d * expected + (1 - d) * m
     assert torch.allclose(average.module[1].running_mean, expected, atol=1e-6)
     assert not torch.allclose(expected, means[-1])
+
+
+def test_the_fused_sgd_update_is_the_for_loop_one():
+    """`make_optimizer` uses torch's fused SGD kernel: the same Nesterov update with the weight
+    decay groups as torch's for-loop SGD."""
+    import copy
+
+    cfg = get_recipe("fashion-mnist")
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                            torch.nn.Linear(4 * 6 * 6, 3))
+    b = copy.deepcopy(a)
+    fused, plain = make_optimizer(a, cfg), make_optimizer(b, cfg)
+    assert all(g["fused"] for g in fused.param_groups)
+    for g in plain.param_groups:
+        g["fused"] = False
+    x, y = torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,))
+    for _ in range(3):
+        for model, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

@@ -128,9 +128,15 @@ def _macs_hooks(model: nn.Module) -> Iterator[dict[str, int]]:
 
 
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of one forward pass of `module` on an input of `input_shape` (batch 1)."""
-    with _macs_hooks(module) as macs, torch.no_grad():
-        module(torch.empty(input_shape, device="meta"))
+    """Multiply-adds of one forward pass of `module` in eval mode on an input of `input_shape`
+    (batch 1)."""
+    was_training = module.training
+    module.eval()
+    try:
+        with _macs_hooks(module) as macs, torch.no_grad():
+            module(torch.empty(input_shape, device="meta"))
+    finally:
+        module.train(was_training)
     return sum(macs.values())
 
 

@@ -15,7 +15,7 @@ import torch
 
 from inception.config import ConfigError
 
-__all__ = ["DEVICE_CHOICES", "CpuShare", "DeviceError", "autocast", "cpu_threads",
+__all__ = ["DEVICE_CHOICES", "CpuShare", "DeviceError", "autocast", "cpu_cores", "cpu_threads",
            "resolve_device", "synchronize", "to_device"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")  # `--device` of every command
@@ -69,25 +69,35 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
-    """(busy CPU seconds of the whole machine, of this process) so far; None where Linux's
-    /proc/stat cannot be read."""
+    """(busy CPU seconds so far of the cores this process may run on, of this process); None
+    where Linux's /proc/stat cannot be read. Only the `cpuN` lines of those cores count: in a
+    container pinned to a few cores of a large host the rest of the host is not our business."""
+    mine = {f"cpu{i}" for i in _affinity()}
+    busy = 0
     try:
         with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
+            for line in f:
+                name, *values = line.split()
+                if name in mine:
+                    fields = [int(v) for v in values]
+                    # user nice system idle iowait irq softirq steal ...: idle, iowait not busy
+                    busy += sum(fields[:3]) + sum(fields[5:8])
     except (OSError, ValueError):
         return None
-    # user nice system idle iowait irq softirq steal ...: idle and iowait are not busy.
-    busy = sum(fields[:3]) + sum(fields[5:8])
     own = os.times()
     return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
 
 
+def _affinity() -> set[int]:
+    try:
+        return os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return set(range(os.cpu_count() or 1))
+
+
 def cpu_cores() -> int:
     """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return len(_affinity())
 
 
 class CpuShare:
@@ -111,7 +121,7 @@ class CpuShare:
         if now is None or last is None or at <= then:
             return None
         busy, own = now[0] - last[0], now[1] - last[1]
-        return max(0.0, (busy - own) / (at - then))
+        return min(float(cpu_cores()), max(0.0, (busy - own) / (at - then)))
 
 
 def cpu_threads(sample_s: float = 0.3) -> tuple[int, float | None]:

@@ -233,15 +233,24 @@ class Inception(nn.Module):
     fuse_in_training: bool = True
 
     def _fusable(self) -> bool:
-        """Whether `_fused_forward` computes what the blocks would: a reduced module whose norms
-        are all absent, or all plain BatchNorm2d (not SyncBatchNorm, which must talk to the
+        """Whether `_fused_forward` computes what the blocks would: a reduced module of plain
+        Conv2d and ReLU layers with no hooks (the fused form calls none of them: cost counting,
+        pruning or quantization hooks must see the blocks run), whose norms are all absent, or
+        all plain BatchNorm2d in this module's mode (not SyncBatchNorm, which must talk to the
         other processes) tracking running statistics with one momentum and one epsilon."""
-        if self.naive or not self.fuse_in_training:
+        if self.naive or not self.fuse_in_training or _global_hooks():
             return False
-        norms = [b.bn for b in self._blocks()]
+        blocks = self._blocks()
+        layers = [m for b in blocks for m in b.modules()]
+        if any(m._forward_hooks or m._forward_pre_hooks for m in (self, *layers)):
+            return False
+        if not all(type(b.conv) is nn.Conv2d and type(b.relu) is nn.ReLU for b in blocks):
+            return False
+        norms = [b.bn for b in blocks]
         if all(type(n) is nn.Identity for n in norms):
             return True
-        return (all(type(n) is nn.BatchNorm2d and n.track_running_stats for n in norms)
+        return (all(type(n) is nn.BatchNorm2d and n.track_running_stats
+                    and n.training == self.training for n in norms)
                 and len({(n.momentum, n.eps) for n in norms}) == 1
                 and norms[0].momentum is not None)
 
@@ -276,6 +285,14 @@ class Inception(nn.Module):
             raw.append(proj.conv(pool(x)))
             tail.append(proj)
         return _norm_relu(tail, torch.cat(raw, dim=1))
+
+
+def _global_hooks() -> bool:
+    """Whether forward hooks are registered for every module (`nn.modules.module.
+    register_module_forward_hook` and its pre-hook twin)."""
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
 
 
 def _layout(t: torch.Tensor) -> torch.memory_format:

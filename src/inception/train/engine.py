@@ -141,7 +141,10 @@ class Trainer:
         if self.forward is None:  # not `or`: a compiled module has no truth value
             self.forward = TrainForward(self.model)
         self._clock = time.perf_counter()
-        if self.device.type == "cpu":
+        # Only where this process is the whole run: DataLoader workers (image folders) and
+        # other ranks would count as "other processes".
+        in_memory = self.cfg.augment == "batch" or self.cfg.workers == 0
+        if self.device.type == "cpu" and in_memory and not self.ctx.active:
             self._share, self._share_at = CpuShare(), self._clock
         if self.cfg.watch_gradients:
             self._lower = self.model.lower_stage_parameters()
