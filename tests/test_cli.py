@@ -47,6 +47,8 @@ def test_plot_writes_a_png(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["summary", "--width", "-1"], "width must be positive"),
     (["summary", "--image-size", "32"], "aux_pool='5x5/3' needs"),
+    # refused before any timing, not after the inference rows
+    (["bench", "--train", "--image-size", "96", "--device", "cpu"], "on the 6x6 map"),
     (["summary", "--plot", "/nonexistent-dir/x.png"], "--plot /nonexistent-dir/x.png"),
 ])
 def test_bad_input_is_one_line_without_traceback(argv, message, capsys):

@@ -246,6 +246,9 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
         onnx: bool = True, compile: bool = False, device: torch.device | None = None
         ) -> dict[str, Any]:
     device = device or torch.device("cpu")
+    if train:  # the training rows build the paper's aux heads: refuse a size they cannot take
+        with torch.device("meta"):
+            _paper(image_size, True)
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = before or device.type == "cuda"  # for every path alike
     try:
