@@ -7,7 +7,8 @@ The competitor is a second Python process spinning in a loop (one core's worth o
 (SIGSTOP) for the idle rounds and resumed (SIGCONT) for the busy ones; within each state the
 thread counts are alternated round by round, so noise hits them alike. Also prints what
 `inception.devices.cpu_threads` (the thread count `inception train` starts with when --threads
-is not given) chooses in each state.
+is not given) chooses in each state. The run's JSON record (machine, versions, commit,
+figures) goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import sys
 import time
 
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 from train_step import RECIPE, make_step  # this folder's train_step.py (the script's own path)
 
 from inception.devices import cpu_cores, cpu_threads
@@ -30,7 +32,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds per state")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=256)
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
 
     default_threads = torch.get_num_threads()
     step = make_step(RECIPE.model.width, args.batch_size, True, True)
@@ -72,6 +76,15 @@ def main() -> None:
         busy = "unknown" if others is None else f"{others:.2f}"
         print(f"{state}: cores busy elsewhere {busy}; `inception train` would start with "
               f"{threads} thread(s)")
+    recorder.write({
+        "batch_size": args.batch_size, "cores": cpu_cores(),
+        "steps_per_variant": args.repeats * args.steps,
+        "rates": [{"machine": state, "threads": threads, "images_per_s": rate,
+                   "vs_idle_2_threads": rate / base}
+                  for (state, threads), rate in results.items()],
+        "cpu_threads_chosen": [{"machine": state, "threads": threads, "cores_busy_elsewhere": o}
+                               for state, (threads, o) in chosen.items()],
+    })
 
 
 if __name__ == "__main__":

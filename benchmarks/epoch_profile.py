@@ -17,7 +17,8 @@ every step with `time.perf_counter` (on the CPU every operation has finished whe
   (`optimize_for_inference`, BN folded) for comparison.
 
 `--steps N` times the first N steps and scales them to the whole epoch. Then one step, after
-the timed ones, runs under `torch.profiler`: its operators by self CPU time.
+the timed ones, runs under `torch.profiler`: its operators by self CPU time. The run's JSON
+record (machine, versions, commit, figures) goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ import statistics
 import time
 
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 from torch.profiler import ProfilerActivity, profile
 
 from inception import googlenet_loss
+from inception.evaluation import view_batches
 from inception.inference import optimize_for_inference
 from inception.model import GoogLeNet
 from inception.recipes import get_recipe
@@ -48,7 +51,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="default: the whole epoch")
     parser.add_argument("--rows", type=int, default=15, help="operators listed")
     parser.add_argument("--data-dir", default=None)
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
 
     cfg = get_recipe(args.recipe)
@@ -96,20 +101,22 @@ def main() -> None:
     evaluated = average.module if average is not None else model
     rows = {p: spent[p] * scale for p in PHASES}
     t = time.perf_counter()
-    metrics = evaluate(evaluated, data.val.epoch(0).batches, len(data.classes), cfg, cpu)
+    split = data.every_epoch
+    metrics = evaluate(evaluated, split, data.preprocessing, data.classes, cfg, cpu)
     rows[EVALUATION] = time.perf_counter() - t
     fast = optimize_for_inference(evaluated.eval(), dtype=torch.bfloat16 if bf16 else
                                   torch.float32)
     t = time.perf_counter()
     with torch.no_grad():
-        for x, _ in data.val.epoch(0).batches:
-            fast(x)
+        for views, _ in view_batches(split.images, [data.preprocessing], 1, cfg.eval_batch_size,
+                                     0, cpu):
+            fast(views[0][:, 0])
     inference_form = time.perf_counter() - t
 
     total = sum(rows.values())
     print(f"recipe {cfg.recipe}: one epoch = {data.train.num_batches} steps of "
           f"{cfg.batch_size} images ({data.train.num_images} images), evaluation on "
-          f"{data.val.num_images} {data.val_name} images; {args.threads} threads; "
+          f"{split.num_images} {split.name} images; {args.threads} threads; "
           f"{steps} steps timed" + (f", scaled x{scale:.2f}" if steps < data.train.num_batches
                                     else ""))
     print("| phase | s per epoch | share |")
@@ -121,7 +128,7 @@ def main() -> None:
           f"{cfg.batch_size / statistics.median(step_s):.0f} img/s; evaluation in the "
           f"inference form: {inference_form:.1f} s "
           f"({rows[EVALUATION] / inference_form:.1f}x faster); "
-          f"{data.val_name} top-1 after {steps} steps: {metrics['top1']:.2f}%")
+          f"{split.name} top-1 after {steps} steps: {metrics.top1:.2f}%")
 
     x, y = next(iter(data.train.epoch(1).batches))  # a fresh batch: the epoch may be spent
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -134,6 +141,17 @@ def main() -> None:
     print("|---|---|---|")
     for e in events[:args.rows]:
         print(f"| {e.key} | {100 * e.self_cpu_time_total / total_us:.1f}% | {e.count} |")
+    recorder.write({
+        "recipe": cfg.recipe, "threads": args.threads, "steps_per_epoch": data.train.num_batches,
+        "steps_timed": steps, "batch_size": cfg.batch_size,
+        "evaluation_images": split.num_images, "evaluation_split": split.name,
+        "phases_s_per_epoch": rows, "epoch_s": total,
+        "median_step_s": statistics.median(step_s),
+        "images_per_s": cfg.batch_size / statistics.median(step_s),
+        "evaluation_inference_form_s": inference_form, "top1_after_steps": metrics.top1,
+        "operators": [{"operator": e.key, "self_cpu_share": e.self_cpu_time_total / total_us,
+                       "calls": e.count} for e in events[:args.rows]],
+    })
 
 
 if __name__ == "__main__":

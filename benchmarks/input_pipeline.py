@@ -19,6 +19,8 @@ temporary image folder and reads them back, one core, no workers, through:
 The paths alternate for `--repeats` rounds; each one's median is reported. Compare with the
 training step's rate at 224 px (`inception bench --train`, BENCHMARKS.md): with W DataLoader
 workers the pipeline delivers about W times the per-core rate, on cores the step also wants.
+The run's JSON record (machine, versions, commit, figures) goes to benchmarks/results/
+(`_record.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 from PIL import Image
 
 from inception.data import ImageFolderDataset
@@ -60,7 +63,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the JPEGs")
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     width, height = (int(v) for v in args.size.split("x"))
     torch.set_num_threads(1)
 
@@ -108,6 +113,8 @@ def main() -> None:
     print("|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.0f} |")
+    recorder.write({"images": args.images, "width": width, "height": height, "threads": 1,
+                    "repeats": args.repeats, "images_per_s_per_core": rates})
 
 
 if __name__ == "__main__":

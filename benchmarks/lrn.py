@@ -8,7 +8,8 @@ all, as a bound) in ONNX Runtime's fp32 inference of the exported graph.
 The models are the paper's GoogLeNet (LRN, true 5x5; aux heads for training), channels_last,
 bf16 autocast for training; their two LRN layers are swapped for `torch.nn.LocalResponseNorm`
 (which exports as ONNX's LRN operator) or for ours with the chunking off (all pixels as one
-chunk: one GEMM, the same hand-written backward). Alternated rounds, medians.
+chunk: one GEMM, the same hand-written backward). Alternated rounds, medians. The run's JSON
+record (machine, versions, commit, figures) goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 from torch import nn
 
 import inception
@@ -111,12 +113,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--onnx", action="store_true", help="also ONNX Runtime inference")
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
     x = torch.randn(args.batch_size, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch_size,))
     rates = median_rates({name: training_step(make, x, y) for name, make in VARIANTS.items()},
                          args.batch_size, args.repeats)
+    figures: dict = {"batch_size": args.batch_size, "threads": args.threads,
+                     "repeats": args.repeats, "training_step_images_per_s": rates}
     print(f"training step, paper variant, 224 px, batch {args.batch_size}, bf16 autocast, "
           f"channels_last, {args.threads} threads, median of {args.repeats}")
     base = rates["torch.nn.LocalResponseNorm"]
@@ -125,6 +131,7 @@ def main() -> None:
     ours = {k: v for k, v in VARIANTS.items() if k.startswith("inception")}  # PyTorch's LRN
     rates = median_rates({name: inference(make, x) for name, make in ours.items()},  # has no bf16
                          args.batch_size, args.repeats)
+    figures["inference_bf16_images_per_s"] = rates
     print(f"\noptimize_for_inference bf16, paper variant, 224 px, batch {args.batch_size}, "
           f"{args.threads} threads, median of {args.repeats}")
     base = rates["inception LocalResponseNorm, one GEMM"]
@@ -133,8 +140,10 @@ def main() -> None:
     if args.onnx:
         print(f"\nONNX Runtime fp32 inference, paper variant (export graph), 224 px, batch "
               f"{args.batch_size}, {args.threads} threads, median of {args.repeats}")
-        for name, rate in onnx_rates(args.batch_size, args.repeats).items():
+        figures["onnxruntime_fp32_images_per_s"] = onnx_rates(args.batch_size, args.repeats)
+        for name, rate in figures["onnxruntime_fp32_images_per_s"].items():
             print(f"| {name} | {rate:.1f} img/s |")
+    recorder.write(figures)
 
 
 if __name__ == "__main__":

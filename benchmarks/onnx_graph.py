@@ -15,7 +15,8 @@ The export graph and torchvision's `googlenet` are also quantized both ways (sta
 per-channel weights): signed activations (S8S8, `quantize_static`'s default) and unsigned
 (U8S8, what `inception export --int8` writes). For every file the table gives ONNX Runtime's
 layout conversions (ReorderInput/ReorderOutput), its int8 and fp32 convolutions after graph
-optimisation, and images/s, all paths alternated for `--repeats` rounds, medians.
+optimisation, and images/s, all paths alternated for `--repeats` rounds, medians. The run's
+JSON record (machine, versions, commit, figures) goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import onnx
 import torch
 import torchvision
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 
 import inception
 from inception.export import onnx_session, quantize_int8, save_onnx
@@ -53,7 +55,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
@@ -97,11 +101,17 @@ def main() -> None:
               f"median of {args.repeats} alternating rounds")
         print("| file | layout conversions | int8 convs | fp32 convs | img/s |")
         print("|---|---|---|---|---|")
+        rows = []
         for name, path in files.items():
             ops = optimised_ops(path, args.threads)
             reorders = ops["ReorderInput"] + ops["ReorderOutput"]
             print(f"| {name} | {reorders} | {ops['QLinearConv']} | {ops['Conv']} "
                   f"| {rates[name]:.1f} |")
+            rows.append({"file": name, "layout_conversions": reorders,
+                         "int8_convs": ops["QLinearConv"], "fp32_convs": ops["Conv"],
+                         "images_per_s": rates[name]})
+    recorder.write({"batch_size": len(x), "threads": args.threads, "repeats": args.repeats,
+                    "files": rows})
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ export` does (INT8: QDQ, per-channel, calibrated on 512 training images), report
 the whole evaluation split, and this script times the three paths at each batch size, alternating
 them for `--repeats` rounds and reporting medians. `--paper` adds the paper's network at 224 px
 (LRN, true 5x5, 1000 classes; random weights, so speed only), calibrated on 64 Fashion-MNIST
-images upsampled to 224 px RGB.
+images upsampled to 224 px RGB. The run's JSON record (machine, versions, commit, figures)
+goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 
 import inception
 from inception import export
@@ -56,11 +58,14 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--paper", action="store_true", help="also the 224 px paper variant")
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
 
     loaded = inception.load(args.run)
     lines = []
+    speeds: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         export.export_onnx(loaded, fp32, check=100_000)
@@ -72,8 +77,10 @@ def main() -> None:
         size, chans = loaded.image_size, loaded.config.in_chans
         for b in args.batch_sizes:
             x = loaded.normalize(torch.randint(0, 256, (b, chans, size, size), dtype=torch.uint8))
-            lines.append(row(f"trained model ({size} px, width {loaded.config.width})", b,
-                             time_paths(loaded, fp32, int8, x, args.repeats)))
+            name = f"trained model ({size} px, width {loaded.config.width})"
+            speed = time_paths(loaded, fp32, int8, x, args.repeats)
+            lines.append(row(name, b, speed))
+            speeds.append({"model": name, "batch_size": b, "images_per_s": speed})
 
         if args.paper:
             torch.manual_seed(0)
@@ -90,13 +97,19 @@ def main() -> None:
             export.quantize_int8(p32, p8, calib)
             b = args.batch_sizes[0]
             x = lp.normalize(torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8))
-            lines.append(row("paper variant (224 px, LRN, 5x5; random weights)", b,
-                             time_paths(lp, p32, p8, x, args.repeats)))
+            name = "paper variant (224 px, LRN, 5x5; random weights)"
+            speed = time_paths(lp, p32, p8, x, args.repeats)
+            lines.append(row(name, b, speed))
+            speeds.append({"model": name, "batch_size": b, "images_per_s": speed})
 
     print(f"\nimages/s, {args.threads} threads, median of {args.repeats} alternating rounds")
     print("| model | batch | torch fp32 channels_last | ORT fp32 | ORT int8 | int8 vs ORT fp32 |")
     print("|---|---|---|---|---|---|")
     print("\n".join(lines))
+    recorder.write({"run": args.run, "threads": args.threads, "repeats": args.repeats,
+                    "checked_images": report.checked_images,
+                    "fp32_max_abs_diff": report.max_abs_diff, "accuracy": report.accuracy,
+                    "speeds": speeds})
 
 
 if __name__ == "__main__":

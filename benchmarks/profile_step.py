@@ -6,7 +6,8 @@
 One SGD step at 224 px with aux heads (forward, the 0.3-weighted loss, backward, update),
 channels_last, bf16 autocast by default, as `inception bench --train` times it; one warm-up step,
 then `--steps` steps under `torch.profiler`. Prints the operators by self CPU time, with the
-share of the total.
+share of the total. The run's JSON record (machine, versions, commit, figures) goes to
+benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import contextlib
 
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 from torch.profiler import ProfilerActivity, profile
 
 import inception
@@ -27,7 +29,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--rows", type=int, default=12)
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
@@ -57,6 +61,12 @@ def main() -> None:
     for e in events[:args.rows]:
         print(f"| {e.key} | {100 * e.self_cpu_time_total / total:.1f}% | "
               f"{e.count // args.steps} |")
+    recorder.write({"batch_size": args.batch_size, "precision": args.precision,
+                    "threads": args.threads, "steps_profiled": args.steps,
+                    "operators": [{"operator": e.key,
+                                   "self_cpu_share": e.self_cpu_time_total / total,
+                                   "calls_per_step": e.count // args.steps}
+                                  for e in events[:args.rows]]})
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ each variant's median step time reported:
    channels_last, with today's step.
 
 A step is forward with aux heads, the paper's loss with the recipe's label smoothing, backward,
-SGD (Nesterov, the recipe's weight decay groups).
+SGD (Nesterov, the recipe's weight decay groups). The run's JSON record (machine, versions,
+commit, figures) goes to benchmarks/results/ (`_record.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from _record import Recorder, add_json_out_argument  # this folder's _record.py
 
 from inception import googlenet_loss
 from inception.model import GoogLeNet
@@ -89,7 +91,9 @@ def main() -> None:
                         help="widths for the precision table (none: skip it)")
     parser.add_argument("--compile", action="store_true",
                         help="also this step with the forward through torch.compile (Inductor)")
+    add_json_out_argument(parser)
     args = parser.parse_args()
+    recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
     batch, width = args.batch_size, RECIPE.model.width
 
@@ -119,8 +123,16 @@ def main() -> None:
     if compile_s is not None:
         print(f"torch.compile: the first step took {compile_s:.0f} s (compiling), not counted "
               "above")
+    figures: dict = {
+        "batch_size": batch, "width": width, "threads": args.threads,
+        "steps_per_variant": args.repeats * args.steps,
+        "step": [{"variant": name, "median_step_s": seconds, "images_per_s": batch / seconds,
+                  "vs_before_0_5_0": base / seconds} for name, seconds in t.items()],
+        "compile_first_step_s": compile_s,
+    }
 
     if not args.widths:
+        recorder.write(figures)
         return
     variants = {(w, name): make_step(w, batch, bf16, cl)
                 for w in args.widths
@@ -139,6 +151,9 @@ def main() -> None:
         print(f"| {w} | {rate['fp32 NCHW']:.0f} | {rate['fp32 channels_last']:.0f} | "
               f"{rate['bf16 channels_last']:.0f} | "
               f"{rate['bf16 channels_last'] / rate['fp32 NCHW']:.1f}x |")
+    figures["by_width"] = [{"width": w, "variant": name, "median_step_s": t[(w, name)],
+                            "images_per_s": batch / t[(w, name)]} for (w, name) in variants]
+    recorder.write(figures)
 
 
 if __name__ == "__main__":

@@ -355,7 +355,7 @@ def test_eval_needs_data_and_refuses_foreign_class_folders(imported_dir, wnid_fo
                                                            capsys):
     assert main(["eval", str(imported_dir)]) == 2
     assert "has no data set of its own; give DATA" in capsys.readouterr().err
-    assert main(["export", str(imported_dir), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", str(imported_dir), str(tmp_path / "m.onnx")]) == 2
     assert "has no data set of its own; give --data" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
     (tmp_path / "val" / "cats").mkdir(parents=True)
@@ -368,7 +368,7 @@ def test_eval_needs_data_and_refuses_foreign_class_folders(imported_dir, wnid_fo
 @pytest.mark.slow
 def test_export_onnx_runs_on_the_imported_model(imported_dir, wnid_folder, tmp_path, capsys):
     out = tmp_path / "googlenet.onnx"
-    assert main(["export", str(imported_dir), "--out", str(out), "--data", str(wnid_folder),
+    assert main(["export", str(imported_dir), str(out), "--data", str(wnid_folder),
                  "--check", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["checked_images"] == 2 and out.exists()

@@ -219,10 +219,10 @@ def test_a_resumed_run_keeps_its_recorded_thread_count(tmp_path):
     before = torch.get_num_threads()
     (tmp_path / "config.json").write_text(json.dumps({"train": {}, "threads": 1}))
     torch.set_num_threads(2)
-    _cpu_threads(tmp_path)
+    _cpu_threads("train", tmp_path)
     assert torch.get_num_threads() == 1
     torch.set_num_threads(2)
     (tmp_path / "config.json").write_text(json.dumps({"train": {}}))
-    _cpu_threads(tmp_path)
+    _cpu_threads("train", tmp_path)
     assert torch.get_num_threads() == 2
     torch.set_num_threads(before)

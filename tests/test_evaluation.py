@@ -81,10 +81,13 @@ def test_one_crop_eval_equals_a_plain_forward(fashion_model, fashion_mnist):
     _, test = fashion_mnist
     with torch.no_grad():
         logits = loaded.model(loaded.normalize(test.images[:300]))
-    assert result["top1"] == pytest.approx(
+    assert result.top1 == pytest.approx(
         100 * (logits.argmax(1) == test.labels[:300]).float().mean().item())
-    assert result["images"] == 300 and result["cost"] == 1
-    assert sum(map(sum, result["confusion"])) == 300
+    assert result.loss == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, test.labels[:300]).item(), rel=1e-5)
+    assert (result.split, result.images, result.cost) == ("test", 300, 1)
+    assert result.precision == "fp32"  # a model directory that records no training precision
+    assert result.confusion.sum() == 300
 
 
 def test_ensemble_averages_softmax_over_models():
@@ -123,7 +126,7 @@ def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, tmp_path,
     from inception.evaluation import largest_scale
 
     assert main(["eval", str(folder_run), "--crops", "144", "--subset", "4", "--out",
-                 str(tmp_path), "--json"]) == 0
+                 str(tmp_path), "--json", "--precision", "fp32"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["crops"], result["cost"], result["images"]) == (144, 144, 4)
     assert (tmp_path / "eval-144crop.png").exists()
@@ -142,9 +145,7 @@ def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, tmp_path,
         labels.append(label)
     probs, labels = torch.stack(probs), torch.tensor(labels)
     assert result["top1"] == pytest.approx(100 * (probs.argmax(1) == labels).float().mean().item())
-    # The command's loss clamps each probability at 1e-12 (`evaluation`), so a confidently
-    # wrong image counts 27.6 at most.
-    nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log().mean().item()
+    nll = -probs.gather(1, labels[:, None]).log().mean().item()
     assert result["loss"] == pytest.approx(nll, rel=1e-3)
     assert sum(map(sum, result["confusion"])) == 4
 
@@ -186,17 +187,51 @@ def test_cli_model_errors_are_one_line(tmp_path, fashion_model, capsys):
 def test_the_confusion_plot_counts_predictions_of_absent_classes_as_other(tmp_path, monkeypatch):
     """A model with more classes than the data (ImageNet weights on two of its classes): the
     plot keeps the data's classes and sums the other predictions in a last column."""
-    from inception.evaluation import save_confusion
+    from inception.evaluation import EvalResult, save_confusion
 
     seen = {}
 
     def plot(path, matrix, classes, title, columns=None):
-        seen.update(matrix=matrix.tolist(), classes=classes, columns=columns)
+        seen.update(matrix=matrix.tolist(), classes=classes, columns=columns, title=title)
         return path
 
     monkeypatch.setattr("inception.plots.plot_confusion", plot)
-    result = {"confusion": [[3, 0, 1], [1, 2, 0], [0, 0, 0]], "split": "val", "models": 1,
-              "crops": 1, "per_class_top1": {"a": 75.0, "b": 66.67}}
+    confusion = torch.tensor([[3, 0, 1], [1, 2, 0], [0, 0, 0]])
+    result = EvalResult.from_totals("val", (1.0, 7, confusion, 7), ("a", "b", "c"))
     save_confusion(tmp_path / "c.png", result)
     assert seen == {"matrix": [[3, 0, 1], [1, 2, 0]], "classes": ["a", "b"],
-                    "columns": ["a", "b", "other"]}
+                    "columns": ["a", "b", "other"],
+                    "title": "confusion matrix (val, 1 model(s) x 1 crop(s))"}
+
+
+def test_a_model_is_evaluated_in_the_precision_it_was_trained_in(fashion_model, tmp_path):
+    """`model.json`'s "precision"; for run directories written before it was recorded there,
+    the run's `config.json`; else (imported weights, models built in code) fp32."""
+    import shutil
+
+    from inception.evaluation import trained_precision
+
+    model = tmp_path / "model"
+    shutil.copytree(fashion_model, model)
+    assert trained_precision(inception.load(model)) == "fp32"
+    (model / "config.json").write_text(json.dumps({"train": {"precision": "bf16"}}))
+    assert trained_precision(inception.load(model)) == "bf16"
+    meta = json.loads((model / "model.json").read_text())
+    (model / "model.json").write_text(json.dumps({**meta, "precision": "fp32"}))
+    loaded = inception.load(model)
+    assert trained_precision(loaded) == "fp32"
+    assert evaluate([loaded], "fashion-mnist", subset=8, precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="--precision must be one of fp32, bf16"):
+        evaluate([loaded], "fashion-mnist", subset=8, precision="fp16")
+
+
+def test_save_result_writes_the_json_and_the_confusion_matrix(fashion_model, tmp_path):
+    from inception.evaluation import format_result, save_result
+
+    result = evaluate([inception.load(fashion_model)], "fashion-mnist", subset=20)
+    written = save_result(result, tmp_path / "out" / "eval-1crop.json")
+    assert json.loads((tmp_path / "out" / "eval-1crop.json").read_text()) == written
+    assert written == {**result.to_json(), "confusion_png": str(tmp_path / "out" /
+                                                                "eval-1crop.png")}
+    assert (tmp_path / "out" / "eval-1crop.png").stat().st_size > 0
+    assert "| test | 1 | 1 | 1 |" in format_result(result)

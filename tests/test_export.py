@@ -41,8 +41,7 @@ def test_onnx_paper_variant_matches_pytorch(tmp_path, image_folder):
 
 def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
     fp32 = tmp_path / "m.onnx"
-    assert main(["export", str(fashion_run), "--out", str(fp32), "--check", "500",
-                 "--json"]) == 0
+    assert main(["export", str(fashion_run), str(fp32), "--check", "500", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["max_abs_diff"] < 1e-4 and report["checked_images"] == 500
     meta = export.read_onnx_metadata(fp32)
@@ -55,8 +54,8 @@ def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
         assert out.shape == (n, 10)
 
     int8 = tmp_path / "m-int8.onnx"
-    assert main(["export", str(fashion_run), "--int8", "--calibration", "256", "--check", "1000",
-                 "--out", str(int8), "--json"]) == 0
+    assert main(["export", str(fashion_run), str(int8), "--int8", "--calibration", "256",
+                 "--check", "1000", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     graph = onnx.load(str(int8)).graph
     ops = {n.op_type for n in graph.node}
@@ -71,7 +70,7 @@ def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
     assert "quantization" in export.read_onnx_metadata(int8)
     # Nothing already written is overwritten without --force.
     before = int8.read_bytes()
-    assert main(["export", str(fashion_run), "--out", str(int8)]) == 2
+    assert main(["export", str(fashion_run), str(int8)]) == 2
     assert int8.read_bytes() == before
     assert not list(tmp_path.glob(".*tmp*"))
 
@@ -79,8 +78,7 @@ def test_cli_export_onnx_fp32_and_int8(fashion_run, tmp_path, capsys):
 @pytest.mark.slow
 def test_torch_export_program(fashion_model, tmp_path, capsys):
     path = tmp_path / "m.pt2"
-    assert main(["export", str(fashion_model), "--format", "torch-export", "--out",
-                 str(path)]) == 0
+    assert main(["export", str(fashion_model), str(path), "--format", "torch-export"]) == 0
     extra = {"inception.json": ""}
     program = torch.export.load(str(path), extra_files=extra)
     meta = json.loads(extra["inception.json"])
@@ -92,8 +90,8 @@ def test_torch_export_program(fashion_model, tmp_path, capsys):
 
 
 def test_export_refuses_bad_combinations(fashion_model, tmp_path, capsys):
-    assert main(["export", str(fashion_model), "--format", "torch-export", "--int8", "--out",
-                 str(tmp_path / "x")]) == 2
+    assert main(["export", str(fashion_model), str(tmp_path / "x"), "--format", "torch-export",
+                 "--int8"]) == 2
     assert "--int8 needs --format onnx" in capsys.readouterr().err
 
 
@@ -128,3 +126,16 @@ def test_a_torch_export_program_that_differs_is_not_written(tmp_path, monkeypatc
     with pytest.raises(export.ExportError, match=r"torch\.export program"):
         export.export_program(_tiny_loaded(tmp_path), out / "model.pt2")
     assert list(out.iterdir()) == []
+
+
+def test_the_export_checks_and_calibrates_on_the_evaluation_transform(fashion_model,
+                                                                      fashion_mnist):
+    """The images an export is checked and calibrated on are fed as `inception eval` feeds
+    them: through the model's own `Preprocessing`."""
+    loaded = inception.load(fashion_model)
+    train, test = fashion_mnist
+    x, labels = export.sample_images(loaded, "eval", 6)
+    assert torch.equal(x, loaded.preprocessing(test.images[:6]))
+    assert torch.equal(labels, test.labels[:6])
+    calibration, _ = export.sample_images(loaded, "train", 4)
+    assert torch.equal(calibration, loaded.preprocessing(train.images[:4]))

@@ -1,4 +1,4 @@
-"""The library's layout: imports run one way, down the layers."""
+"""The library's layout: imports run one way, down the layers; README's Layout list and limits."""
 
 import ast
 from pathlib import Path
@@ -131,3 +131,24 @@ def test_no_library_file_or_function_is_too_long():
         long_functions += [f"{path.name}:{f.name}" for f in _functions(ast.parse(text))
                            if f.end_lineno - f.lineno + 1 > 60]
     assert long_files == [] and long_functions == []
+
+
+README = ROOT.parents[1] / "README.md"
+
+
+def test_the_readme_stays_short():
+    """README is what a newcomer reads in five minutes; the reference lives in docs/."""
+    assert README.read_text().count("\n") <= 250
+
+
+def test_the_folders_and_scripts_of_the_layout_list_exist():
+    """The lines of README's Layout list after the package: each names a folder of the
+    repository, and the scripts/ line names files in scripts/."""
+    block = README.read_text().split("```\nsrc/inception/\n", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line and not line.startswith(" ")]
+    folders = {line.split()[0]: line.split(None, 1)[1] for line in lines}
+    assert {"tests/", "benchmarks/", "scripts/", "docs/"} <= folders.keys()
+    repo = README.parent
+    assert [f for f in folders if not (repo / f).is_dir()] == []
+    scripts = [w.strip(",") for w in folders["scripts/"].split() if "." in w.strip(",")]
+    assert scripts and [s for s in scripts if not (repo / "scripts" / s).is_file()] == []

@@ -11,7 +11,7 @@ from inception.config import ConfigError, GoogLeNetConfig
 from inception.recipes import get_recipe
 from inception.train import RunError, train
 from inception.train.checkpoint import load_checkpoint
-from inception.train.rundir import METRIC_COLUMNS
+from inception.train.rundir import metric_columns
 
 TIMING = {"wall_s", "images_per_s"}
 
@@ -42,7 +42,9 @@ def test_fashion_mnist_run_directory(tmp_path, small_fashion_mnist_dir):
                  "model.json", "results.json", "curves.png", "confusion.png"):
         assert (d / name).exists(), name
     rows = _metrics(d)
-    assert list(rows[0]) == list(METRIC_COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
+    # No validation split held out: every epoch is evaluated on the test set, and named so.
+    assert list(rows[0]) == list(metric_columns("test"))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
     results = json.loads((d / "results.json").read_text())
     assert {"test_top1", "test_top5", "wall_s", "epochs"} <= set(results)
     assert results["test_top1"] > 50  # 64 steps on 2048 images: far above 10% chance
@@ -107,7 +109,8 @@ def test_cli_train_errors_are_one_line(tmp_path, capsys):
 
 
 def test_config_file_toml_and_yaml(tmp_path):
-    from inception.flags import build_parser, train_config_from_arguments
+    from inception.flags import train_config_from_arguments
+    from inception.parser import build_parser
 
     toml = tmp_path / "c.toml"
     toml.write_text('epochs = 3\nlr = 0.05\n[model]\nwidth = 0.5\n')
@@ -214,15 +217,15 @@ def test_a_held_out_validation_split_is_the_end_of_the_training_set(fashion_mnis
     train_split, test_split = fashion_mnist
     cfg = _small(subset=None, val_images=1000)
     data = load_data(cfg, "fashion-mnist", None, torch.device("cpu"))
-    assert (data.train.num_images, data.val.num_images, data.test.num_images) == \
+    assert (data.train.num_images, data.every_epoch.num_images, data.test.num_images) == \
            (59000, 1000, 10000)
-    assert data.val_name == "val"
-    labels = torch.cat([y for _, y in data.val.epoch(0).batches])
-    assert torch.equal(labels, train_split.labels[-1000:])
-    test_labels = torch.cat([y for _, y in data.test.epoch(0).batches])
-    assert torch.equal(test_labels, test_split.labels)
+    assert (data.every_epoch.name, data.test.name) == ("val", "test")
+    assert torch.equal(data.every_epoch.images.labels, train_split.labels[-1000:])
+    assert torch.equal(data.every_epoch.images.images, train_split.images[-1000:])
+    assert torch.equal(data.test.images.labels, test_split.labels)
     plain = load_data(_small(subset=None), "fashion-mnist", None, torch.device("cpu"))
-    assert plain.test is None and plain.val_name == "test" and plain.train.num_images == 60000
+    assert plain.test is None and plain.every_epoch.name == "test"
+    assert plain.train.num_images == 60000
     with pytest.raises(ConfigError, match="--val-images 60000"):
         load_data(cfg.replace(val_images=60000), "fashion-mnist", None, torch.device("cpu"))
 

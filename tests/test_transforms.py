@@ -13,6 +13,9 @@ from inception.transforms import (
     BatchAugment,
     Lighting,
     RandomSizedCropRandomInterpolation,
+    Standardize,
+    eval_transform,
+    folder_train_transform,
     paper_train_transform,
 )
 
@@ -151,3 +154,29 @@ def test_decode_side_keeps_the_smallest_paper_crop_at_full_size():
     assert side == 915
     assert side * math.sqrt(0.08 * 3 / 4) >= 224 > (side - 1) * math.sqrt(0.08 * 3 / 4)
     assert decode_side("folder", 224) == 224
+
+
+def test_the_pipelines_normalise_as_torchvision_did_bit_for_bit():
+    """`Standardize` (the code evaluation normalises with) computes what `v2.Normalize` did, so
+    the training pipelines feed the model the same bytes as before it replaced it."""
+    from torchvision.transforms import v2
+
+    torch.manual_seed(0)
+    image = torch.rand(3, 40, 30)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    assert torch.equal(Standardize(mean, std)(image), v2.Normalize(mean, std)(image))
+    for make in (paper_train_transform, folder_train_transform):
+        assert isinstance(make(32, mean, std).transforms[-1], Standardize)
+
+
+def test_the_evaluation_transform_is_the_runs_preprocessing():
+    from torchvision.transforms import v2
+
+    from inception.preprocessing import Preprocessing
+
+    image = Image.new("RGB", (57, 40), (200, 30, 90))
+    p = Preprocessing.centre_crop(32, (0.5,) * 3, (0.25,) * 3)
+    assert (p.resize, p.crop) == (37, 32)
+    expected = p(v2.PILToTensor()(image))
+    assert expected.shape == (3, 32, 32)
+    assert torch.equal(eval_transform(32, (0.5,) * 3, (0.25,) * 3)(image), expected)

@@ -39,4 +39,4 @@ __all__ = [
     "predict",
     "table1_cost",
 ]
-__version__ = "0.5.0"
+__version__ = "0.6.0"

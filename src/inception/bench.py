@@ -22,6 +22,7 @@ costs.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from inception.config import GoogLeNetConfig
+from inception.config import ConfigError, GoogLeNetConfig
 from inception.cost import table1_cost
 from inception.devices import autocast
 from inception.model import GoogLeNet, googlenet_loss
@@ -125,7 +126,7 @@ def _paper(image_size: int, aux: bool, layout: str = "paper") -> GoogLeNet:
 
 
 def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
-                   compile: bool = False, device: torch.device | None = None) -> list[Row]:
+                   compile: str | None = None, device: torch.device | None = None) -> list[Row]:
     """Every inference path at `batch` x 3 x `image_size`^2: torchvision's and ours."""
     from inception.inference import optimize_for_inference
 
@@ -164,8 +165,8 @@ def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
     if compile:
         if gpu:
             paths["torchvision bf16 autocast channels_last + torch.compile"] = eager(
-                torch.compile(tv_cl), xc, True)
-        c16 = optimize_for_inference(paper, dtype=torch.bfloat16, compile=True)
+                torch.compile(tv_cl, mode=compile), xc, True)
+        c16 = torch.compile(optimize_for_inference(paper, dtype=torch.bfloat16), mode=compile)
         paths["paper variant optimize_for_inference bf16 + torch.compile"] = eager(c16, x)
     with tempfile.TemporaryDirectory() as tmp:
         if onnx and not gpu:
@@ -185,7 +186,7 @@ def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
     return rows
 
 
-def training_rows(batch: int, image_size: int, repeats: int, compile: bool = False,
+def training_rows(batch: int, image_size: int, repeats: int, compile: str | None = None,
                   device: torch.device | None = None) -> list[Row]:
     """One SGD step with aux heads (forward, the 0.3-weighted loss, backward, update)."""
     device = device or torch.device("cpu")
@@ -200,7 +201,7 @@ def training_rows(batch: int, image_size: int, repeats: int, compile: bool = Fal
         inp = x.contiguous(memory_format=fmt)
         forward = model.forward_aux if ours else model
         if compiled:
-            forward = torch.compile(forward)
+            forward = torch.compile(forward, mode=compile)
 
         def call():
             with autocast(device, bf16):
@@ -243,12 +244,21 @@ def training_rows(batch: int, image_size: int, repeats: int, compile: bool = Fal
 
 
 def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = False,
-        onnx: bool = True, compile: bool = False, device: torch.device | None = None
+        onnx: bool = True, compile: str | None = None, device: torch.device | None = None
         ) -> dict[str, Any]:
+    """Every path's median img/s side by side; `compile` is a torch.compile mode (None: none)."""
     device = device or torch.device("cpu")
     if train:  # the training rows build the paper's aux heads: refuse a size they cannot take
-        with torch.device("meta"):
-            _paper(image_size, True)
+        try:
+            with torch.device("meta"):
+                _paper(image_size, True)
+        except ConfigError as e:
+            size = re.search(r"(?:on the|gives) (\d+x\d+)", str(e))
+            where = f"the {size.group(1)} map" if size else "the map"
+            raise ConfigError(f"--image-size {image_size} with --train: the paper's aux heads "
+                              f"pool 5x5/3 on {where} at 4a and 4d, which covers only maps "
+                              "3k+5 wide; use an image size that gives one, such as 224 "
+                              "(14x14)") from e
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = before or device.type == "cuda"  # for every path alike
     try:

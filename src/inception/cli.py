@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.flags import (
     UsageError,
-    build_parser,
     config_from_arguments,
+    given_arguments,
     train_config_from_arguments,
 )
+from inception.parser import build_parser, help_values
 
 if TYPE_CHECKING:
     from inception.weights import LoadedModel
@@ -27,8 +28,17 @@ def _summary(args: argparse.Namespace) -> int:
     from inception import cost
     from inception.plots import plot_cost
 
-    base = GoogLeNetConfig.torchvision() if args.preset == "torchvision" else GoogLeNetConfig()
-    config = config_from_arguments(args, base)
+    recorded: dict = {}
+    if args.model:
+        if given_arguments(args, GoogLeNetConfig) or args.preset != "paper":
+            raise UsageError(f"MODEL {args.model}: its config is the model's own; leave out the "
+                             "model flags and --preset")
+        (loaded,) = _load_models([args.model], "cpu")
+        config, recorded = loaded.config, _recorded_results(loaded.path.parent)
+    else:
+        base = (GoogLeNetConfig.torchvision() if args.preset == "torchvision"
+                else GoogLeNetConfig())
+        config = config_from_arguments(args, base)
     if args.module_cost:
         text = cost.format_module_cost(cost.classic_example(), cost.module_comparisons(),
                                        cost.table1_cost(config.replace(module="naive")),
@@ -42,13 +52,28 @@ def _summary(args: argparse.Namespace) -> int:
         except OSError as e:
             raise UsageError(f"--plot {args.plot}: cannot write the PNG ({e.strerror})") from e
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), **({"results": recorded} if args.model else {})},
+                         indent=2))
     else:
+        if args.model:
+            print(f"model: {args.model}")
         print(format_config_line(config))
         print(cost.format_table(report))
+        if recorded:
+            print("\nrecorded results: " + ", ".join(
+                f"{k} {v}" for k, v in recorded.items() if not isinstance(v, (dict, list))))
         if args.plot:
             print(f"plot: {args.plot}")
     return 0
+
+
+def _recorded_results(folder: Path) -> dict:
+    """A run directory's `results.json` (empty for a model directory without one)."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return results if isinstance(results, dict) else {}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -64,9 +89,12 @@ def _train(args: argparse.Namespace) -> int:
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder; give an image "
                          "folder with train/ and val/ subfolders")
-    if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
-        _cpu_threads(Path(args.out) if args.resume else None)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 reports
+    if args.print_config:
+        print(json.dumps({"train": cfg.to_dict(), "data": data}, indent=2))
+        return 0
+    if device.type == "cpu" and not args.threads and os.environ.get("WORLD_SIZE", "1") == "1":
+        _cpu_threads("train", Path(args.out) if args.resume else None)
     if main_process:
         print(json.dumps({"train": cfg.to_dict(), "data": data}, indent=2))
     try:
@@ -92,7 +120,8 @@ def _train(args: argparse.Namespace) -> int:
               "on)", end="")
     split = "test" if "test_top1" in r else "val"
     print(f"\n{split} top-1 {r[split + '_top1']:.2f}%  top-5 {r[split + '_top5']:.2f}%  "
-          f"({r['epochs']} epochs, {r['wall_s']:.0f} s on {r['device']})")
+          f"({r['epochs']} epoch{'s' if r['epochs'] != 1 else ''}, {r['wall_s']:.0f} s on "
+          f"{r['device']})")
     print(f"run directory: {run.run_dir}")
     print(f"model:         {r['model']} (+ model.json)")
     print(f"plots:         {', '.join(r['plots'])}")
@@ -133,16 +162,14 @@ def _eval(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else models[0].path.parent
     name = f"eval-{args.crops}crop" + (f"-{len(models)}models" if len(models) > 1 else "")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        result["confusion_png"] = str(evaluation.save_confusion(out / f"{name}.png", result))
-        (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        written = evaluation.save_result(result, out / f"{name}.json")
     except OSError as e:
         raise UsageError(f"--out {out}: cannot write the results ({e.strerror})") from e
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(written, indent=2))
         return 0
     print(evaluation.format_result(result))
-    print(f"confusion matrix: {result['confusion_png']}")
+    print(f"confusion matrix: {written['confusion_png']}")
     print(f"results:          {out / (name + '.json')}")
     return 0
 
@@ -171,9 +198,9 @@ def _export(args: argparse.Namespace) -> int:
     from inception.data import DataError
 
     (model,) = _load_models([args.model])
-    out = Path(args.out)
+    out = Path(args.file)
     if out.exists() and not args.force:
-        raise UsageError(f"--out {out} already exists; choose another file or pass --force")
+        raise UsageError(f"FILE {out} already exists; choose another file or pass --force")
     if args.int8 and args.format != "onnx":
         raise UsageError("--int8 needs --format onnx")
     try:
@@ -186,7 +213,7 @@ def _export(args: argparse.Namespace) -> int:
     except (export.ExportError, DataError) as e:
         raise UsageError(str(e)) from e
     except OSError as e:
-        raise UsageError(f"--out {out}: cannot write it ({e.strerror})") from e
+        raise UsageError(f"FILE {out}: cannot write it ({e.strerror})") from e
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0
@@ -237,31 +264,25 @@ def _import_caffe(args: argparse.Namespace) -> int:
 
 
 def _write_model_dir(out: Path, loaded: LoadedModel) -> Path:
-    """`save_model` into `out`. A new folder is written beside it under a temporary name and
-    renamed into place, so a failed write leaves no folder behind."""
-    import shutil
-
+    """`save_model` into `out`, a new folder appearing whole or not at all (`files`)."""
+    from inception.files import write_directory
     from inception.weights import MODEL_FILE, save_model
 
-    target = out if out.is_dir() else out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        target.mkdir(parents=True, exist_ok=True)
-        save_model(target, loaded.config, loaded.model.state_dict(), loaded.preprocessing,
-                   loaded.classes, loaded.meta)
-        if target != out:
-            os.replace(target, out)
+        write_directory(out, lambda folder: save_model(
+            folder, loaded.config, loaded.model.state_dict(), loaded.preprocessing,
+            loaded.classes, loaded.meta))
     except OSError as e:
-        if target != out:
-            shutil.rmtree(target, ignore_errors=True)
         raise UsageError(f"--out {out}: cannot write the model ({e.strerror or e})") from e
     return out / MODEL_FILE
 
 
-def _cpu_threads(resumed: Path | None) -> None:
-    """A new run: one torch thread per core that other processes leave free
-    (`devices.cpu_threads`). A resumed one: the threads its `config.json` records, since the
+def _cpu_threads(command: str, resumed: Path | None = None, note: bool = True) -> None:
+    """`--threads`' default: one torch thread per core that other processes leave free
+    (`devices.cpu_threads`). A resumed run: the threads its `config.json` records, since the
     thread count changes the arithmetic's rounding and a resumed run should end on the bytes an
-    uninterrupted one would (torch's default where none is recorded, as before 0.5.0)."""
+    uninterrupted one would (torch's default where none is recorded). `note`: say on stderr
+    when fewer threads than cores are used (the long-running commands)."""
     import torch
 
     from inception.devices import cpu_cores, cpu_threads
@@ -275,21 +296,18 @@ def _cpu_threads(resumed: Path | None) -> None:
             torch.set_num_threads(recorded)
         return
     threads, others = cpu_threads()
-    if threads < torch.get_num_threads():
-        print(f"inception train: other processes keep {others:.1f} of {cpu_cores()} cores busy: "
-              f"training with {threads} thread(s) (--threads N to choose)", file=sys.stderr)
+    if note and threads < torch.get_num_threads():
+        print(f"inception {command}: other processes keep {others:.1f} of {cpu_cores()} cores "
+              f"busy: using {threads} torch thread(s) (--threads N to choose)", file=sys.stderr)
     torch.set_num_threads(threads)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import torch
 
     from inception import bench
     from inception.devices import resolve_device
 
     device = resolve_device(args.device)
-    if not args.threads:
-        torch.set_num_threads(2)
     batch = args.batch_size or (256 if device.type == "cuda" else 32)
     report = bench.run(batch, args.image_size, args.repeats, train=args.train,
                        onnx=not args.no_onnx, compile=args.compile, device=device)
@@ -342,22 +360,35 @@ COMMANDS = {"summary": _summary, "train": _train, "eval": _eval, "predict": _pre
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(COMMANDS)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(COMMANDS, help_values(argv))
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            parser.subcommands[args.command].unknown(extras)
+    except SystemExit as e:  # --help, --version, or a flag refused with one line (exit 2)
+        return e.code if isinstance(e.code, int) else 2
     quiet = os.environ.get("RANK", "0") != "0"  # torchrun's other ranks: warnings only
     level = logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO
     # Other libraries' INFO lines (ONNX Runtime's quantizer logs one per weight) only on -v.
     logging.basicConfig(level=level if args.verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("inception").setLevel(level)
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UsageError(f"--threads {args.threads}: must be at least 1")
+            import torch
+
+            torch.set_num_threads(args.threads)
+        elif args.command in ("eval", "predict", "export", "bench", "experiment"):
+            _cpu_threads(args.command, note=args.command == "experiment")
         return args.func(args)
     except (ConfigError, UsageError) as e:
         print(f"inception {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `inception ... | head`: the reader has gone; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a process ended by SIGPIPE
 
 
 if __name__ == "__main__":

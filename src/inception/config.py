@@ -22,6 +22,12 @@ AuxPool = Literal["5x5/3", "adaptive"]
 Head = Literal["avgpool", "fc"]
 
 
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with its one-line documentation, which the command line's `--help` shows
+    for the field's flag (`inception.flags`): written once, beside the default."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot build a model; the message names the field."""
 
@@ -35,66 +41,79 @@ class GoogLeNetConfig:
     """
 
     # "predicting the same 1000 classes" of ILSVRC 2014.
-    num_classes: int = 1000
+    num_classes: int = option(1000, "classes the classifier predicts (the paper: ILSVRC's 1000)")
     # "taking RGB color channels with mean subtraction".
-    in_chans: int = 3
+    in_chans: int = option(3, "input channels: 3 for RGB, 1 for grayscale")
     # "The size of the receptive field in our network is 224x224". The network itself ends in a
     # global average pool and accepts any size; image_size fixes the aux heads' FC input (with the
     # paper's 5x5/3 pool) and the cost figures of `inception summary`.
-    image_size: int = 224
+    image_size: int = option(
+        224, "input side in pixels: fixes the aux heads' FC input and summary's cost figures")
     # Section 4: "computationally cheaper versions". Multiplies every filter count of Table 1 and of
     # the aux heads (128 filters, 1024 units), rounded to the nearest integer, at least 1.
-    width: float = 1.0
+    width: float = option(1.0, "multiplier of every filter count (section 4's cheaper variants)")
     # "imagenet": the paper's conv 7x7/2 + max pool 3x3/2 (input / 4 before conv2).
     # "small": for 28-64 px inputs (Fashion-MNIST, CIFAR). conv1 becomes 3x3/1 with the same 64
     # filters and pool1 is removed (its LRN stays); everything after it is unchanged. The input is
     # then divided by about 8 instead of 32 before the classifier: 28 px reaches 3a at 14x14, 4a
     # at 7x7 (where the 5x5/3 aux pool would leave positions unseen: use aux_pool="adaptive")
     # and 5a at 3x3; 32 px gives 16, 8 and 4.
-    stem: Stem = "imagenet"
+    stem: Stem = option(
+        "imagenet",
+        "imagenet: conv 7x7/2, max pool 3x3/2 (the paper); small: conv 3x3/1, no pool1 (28-64 px)")
     # Figure 2: "reduced" is (b), "Inception module with dimension reductions", which GoogLeNet
     # uses; "naive" is (a): 1x1, 3x3, 5x5 and a 3x3 max pool side by side, no reductions and no
     # pool projection, so the pool branch passes every input channel through.
-    module: ModuleForm = "reduced"
+    module: ModuleForm = option(
+        "reduced", "reduced: Figure 2(b), 1x1 reductions first (the paper); naive: Figure 2(a)")
     # Section 4: "adding an alternative parallel pooling path in each such stage should have
     # additional beneficial effect, too". False removes each module's fourth branch (the 3x3 max
     # pool and its 1x1 projection), so each module's output is n1x1 + n3x3 + n5x5 deep.
-    pool_branch: bool = True
+    pool_branch: bool = option(
+        True, "keep each module's 3x3 max-pool branch and its 1x1 projection (the paper)")
     # Figure 3 has a LocalRespNorm after pool1 and after conv2's 3x3 convolution. "bn" puts a
     # BatchNorm after every convolution instead (torchvision, TF-slim) and drops the LRNs;
     # "none" has neither.
-    norm: Norm = "lrn"
+    norm: Norm = option(
+        "lrn", "lrn: Figure 3's LocalRespNorms (the paper); bn: BatchNorm after every conv; none")
     # Table 1's "#5x5" column is a 5x5 convolution. torchvision and TF-slim use 3x3 (vision#906).
-    branch5x5_kernel: int = 5
+    branch5x5_kernel: int = option(
+        5, "kernel of the '5x5' branch: 5 (Table 1) or 3 (torchvision, TF-slim)")
     # Table 1: "max pool 3x3/2" before 5a. torchvision and TF-slim use 2x2/2 ("MaxPool_5a_2x2").
-    pool4_kernel: int = 3
+    pool4_kernel: int = option(
+        3, "kernel of the max pool before 5a: 3 (Table 1) or 2 (torchvision, TF-slim)")
     # Section 5: auxiliary classifiers on 4a and 4d, for training only: "At inference time, these
     # auxiliary networks are discarded" (`GoogLeNet.drop_aux()`).
-    aux_logits: bool = True
+    aux_logits: bool = option(
+        True, "build the two auxiliary classifiers on 4a and 4d, used in training only (the paper)")
     # "the losses of the auxiliary classifiers were weighted by 0.3".
-    aux_weight: float = 0.3
+    aux_weight: float = option(0.3, "weight of each auxiliary classifier's loss (the paper: 0.3)")
     # "An average pooling layer with 5x5 filter size and stride 3, resulting in an 4x4x512 output".
     # torchvision uses an adaptive pool to 4x4, which at 14x14 averages 4x4 windows at stride 3-4.
     # A 5x5/3 pool covers its map only where the map is 3k+5 wide (14 at 224 px); on any other
     # map it would leave the right and bottom edges out of the aux loss, and is refused.
-    aux_pool: AuxPool = "5x5/3"
+    aux_pool: AuxPool = option(
+        "5x5/3", "aux heads' pool: 5x5/3 (the paper) or adaptive to 4x4 (torchvision, any map)")
     # Section 5: "The use of average pooling before the classifier is based on [12] ... a move
     # from fully connected layers to average pooling improved the top-1 accuracy by about 0.6%".
     # "fc" replaces the global average pool with a fully connected layer (ReLU) from the whole
     # last feature map to as many units as it has channels; the model then only takes
     # image_size inputs.
-    head: Head = "avgpool"
+    head: Head = option(
+        "avgpool", "avgpool: global average pool before the classifier (the paper); fc: FC layer")
     # Table 1: "dropout (40%)". torchvision uses 0.2 and TF-slim keep_prob 0.8.
-    dropout: float = 0.4
+    dropout: float = option(0.4, "dropout ratio before the classifier (the paper: 0.4)")
     # "A dropout layer with 70% ratio of dropped outputs."
-    aux_dropout: float = 0.7
+    aux_dropout: float = option(0.7, "dropout ratio in the aux heads (the paper: 0.7)")
     # Not in the paper (it predates BN); torchvision's BasicConv2d uses eps=0.001.
-    bn_eps: float = 1e-3
+    bn_eps: float = option(
+        1e-3, "BatchNorm epsilon with norm bn (not in the paper; torchvision's 0.001)")
     # Not in the paper: torchvision's `transform_input` (vision#4136). Its pretrained GoogLeNet
     # weights come from a port that expected inputs scaled to [-1, 1] ((x - 0.5) / 0.5); with
     # transform_input the model takes ImageNet-normalised input and re-normalises it first,
     # channel by channel: x * (std / 0.5) + (mean - 0.5) / 0.5. Only for 3-channel input.
-    transform_input: bool = False
+    transform_input: bool = option(
+        False, "torchvision's transform_input: re-normalise ImageNet input to [-1, 1] first")
 
     def __post_init__(self) -> None:
         validate_fields(self)

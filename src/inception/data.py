@@ -129,13 +129,50 @@ def _split(images: Path, labels: Path) -> TensorSplit:
 
 
 class LabelledImages(Dataset):
-    """uint8 C x H x W images with their labels, from an in-memory split (`images`, `labels`) or
-    an image folder (`folder`, a dataset of (image, label) or `Skipped`): what evaluation and
-    export cut their crops from."""
+    """uint8 C x H x W images with their labels, from an in-memory split (`images`, `labels`, on
+    any device) or an image folder (`folder`, a dataset of (image, label) or `Skipped`): what
+    every evaluation (training's per-epoch one, `inception eval`, export's checks) cuts its
+    crops from."""
 
     def __init__(self, images: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                  folder: Dataset | None = None) -> None:
         self.images, self.labels, self.folder = images, labels, folder
+
+    @classmethod
+    def from_split(cls, split: TensorSplit, channels: int = 1) -> LabelledImages:
+        """An in-memory split, its one channel repeated for a `channels`-channel model."""
+        images = split.images if channels == split.images.shape[1] else \
+            split.images.expand(-1, channels, -1, -1)
+        return cls(images, split.labels)
+
+    @classmethod
+    def from_folder(cls, root: Path, classes: list[str], channels: int, min_side: int,
+                    labels: Sequence[int] | None = None) -> LabelledImages:
+        """The images of `root`/CLASS/ folders, decoded (`load_image`: RGB, or L for one
+        channel) with a shorter side of at least `min_side`, as uint8 tensors; `labels` as in
+        `ImageFolderDataset`."""
+        from torchvision.transforms import v2
+
+        return cls(folder=ImageFolderDataset(root, classes, v2.PILToTensor(), channels,
+                                             min_side=min_side, labels=labels))
+
+    def subset(self, n: int | None) -> LabelledImages:
+        """The first `n` images (all of them for None)."""
+        return self.part(0, n if n is not None else len(self))
+
+    def shard(self, rank: int, world: int) -> LabelledImages:
+        """Process `rank`'s contiguous share of `world` (sizes differing by one at most)."""
+        bounds = torch.arange(len(self)).tensor_split(world)[rank]
+        start = int(bounds[0]) if len(bounds) else len(self)
+        return self.part(start, start + len(bounds))
+
+    def part(self, start: int, stop: int) -> LabelledImages:
+        """Images `start` to `stop` (exclusive)."""
+        stop = min(stop, len(self))
+        if self.folder is not None:
+            return LabelledImages(folder=torch.utils.data.Subset(self.folder,
+                                                                 range(start, stop)))
+        return LabelledImages(self.images[start:stop], self.labels[start:stop])
 
     def __len__(self) -> int:
         return len(self.folder) if self.folder is not None else len(self.labels)

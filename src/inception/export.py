@@ -8,7 +8,8 @@ so the file is self-describing. Every export is run by onnxruntime on real image
 with PyTorch before it is kept.
 
 INT8 is onnxruntime's post-training static quantization in QDQ format (per-channel weights),
-after `quant_pre_process`, calibrated on N training images with the eval preprocessing.
+after `quant_pre_process`, calibrated on N training images through the model's own evaluation
+transform (`Preprocessing.views`, the one `inception eval` and training's validation use).
 """
 
 from __future__ import annotations
@@ -133,29 +134,27 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
 def sample_images(loaded: LoadedModel, split: str, n: int, data: str | None = None,
                   data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(normalised images, labels): the first `n` images of the model's own data, `split` "train"
-    (calibration) or "eval" (checks), each with the model's 1-crop preprocessing."""
+    (calibration) or "eval" (checks), each through the model's 1-crop evaluation transform
+    (`Preprocessing.views`, as `inception eval` feeds it)."""
     from inception import data as data_lib
-    from inception.evaluation import eval_images, largest_scale, model_data, view_batches
+    from inception.evaluation import eval_images, model_data, view_batches
 
     data = model_data(loaded, data, "--data")
     if split == "eval":
-        images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir)
+        images, _ = eval_images(data, [loaded], subset=n, data_dir=data_dir, crops=1)
     elif data == "fashion-mnist":
         train, _ = data_lib.fashion_mnist(data_dir)
-        train = train.subset(n)
-        images = data_lib.LabelledImages(train.images.expand(-1, loaded.channels, -1, -1),
-                                         train.labels)
+        images = data_lib.LabelledImages.from_split(train.subset(n), loaded.channels)
     else:
-        from torchvision.transforms import v2
-
         train_dir, _, classes = data_lib.image_folder_splits(data)
-        folder = data_lib.ImageFolderDataset(train_dir, classes, v2.PILToTensor(),
-                                             loaded.channels, largest_scale([loaded], crops=1))
+        folder = data_lib.LabelledImages.from_folder(train_dir, classes, loaded.channels,
+                                                     loaded.preprocessing.decode_side(1))
         # Spread calibration images over the classes: ImageFolder lists them class by class.
         step = max(1, len(folder) // n)
-        subset = torch.utils.data.Subset(folder, range(0, len(folder), step)[:n])
+        subset = torch.utils.data.Subset(folder.folder, range(0, len(folder), step)[:n])
         images = data_lib.LabelledImages(folder=subset)
-    xs, ys = zip(*view_batches(images, [loaded], crops=1, batch_size=256), strict=True)
+    xs, ys = zip(*view_batches(images, [loaded.preprocessing], crops=1, batch_size=256),
+                 strict=True)
     return torch.cat([x[0].flatten(0, 1) for x in xs]), torch.cat(ys)
 
 

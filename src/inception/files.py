@@ -43,3 +43,22 @@ def replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w"
 def write_json(path: Path, obj: Any) -> None:
     """`obj` as indented JSON, atomically."""
     replace_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))
+
+
+def write_directory(out: Path, write: Callable[[Path], None]) -> None:
+    """Fill the folder `out` through `write(folder)`. A new folder is written beside it under a
+    temporary name and renamed into place, so a failed write leaves no half-written folder; an
+    existing one is written into (each file of it atomically, by `write`)."""
+    import shutil
+
+    target = out if out.is_dir() else out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        write(target)
+        if target != out:
+            os.replace(target, out)
+            fsync_dir(out.parent)
+    except BaseException:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)
+        raise

@@ -3,12 +3,14 @@
 The paper reports top-1 and top-5 ("the top-5 error rate ... comparing the ground truth against
 the first 5 predicted classes"); both, the per-class accuracy and the confusion matrix come from
 one `Tally`. Its sums stay on the device it is given (the batches'), so counting costs a GPU no
-host synchronisation: nothing is read until `totals`.
+host synchronisation: nothing is read until `totals`. An evaluation's outcome is one
+`EvalResult`, naming the split it was measured on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,9 +52,78 @@ def per_class_top1(confusion: torch.Tensor) -> list[float]:
     return (confusion.diag().float() / confusion.sum(1).clamp(min=1).float() * 100).tolist()
 
 
-def summarize(loss_sum: float, top5: int, confusion: torch.Tensor, images: int
-              ) -> dict[str, Any]:
-    """Mean loss, top-1 and top-5 (%) and the confusion matrix from the totals."""
-    top1 = confusion.diag().sum().item()
-    return {"loss": loss_sum / images, "top1": 100.0 * top1 / images,
-            "top5": 100.0 * top5 / images, "confusion": confusion}
+@dataclass(frozen=True, eq=False)
+class EvalResult:
+    """One evaluation: the `split` it measured ("val", a split held out for tuning, or "test"),
+    its `images`, mean loss (cross-entropy of the averaged softmax), top-1 and top-5 (%) and
+    the confusion matrix (rows: true class, columns: predicted; `classes` name them), with how
+    it was computed: `models` x `crops` forward passes per image in `precision`, at
+    `images_per_s`, from `model_paths` (empty for a model still in training)."""
+
+    split: str
+    images: int
+    loss: float
+    top1: float
+    top5: float
+    confusion: torch.Tensor
+    classes: tuple[str, ...]
+    models: int = 1
+    crops: int = 1
+    precision: str = "fp32"
+    images_per_s: float | None = None
+    model_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def from_totals(cls, split: str, totals: tuple[float, int, torch.Tensor, int],
+                    classes: Sequence[str], **details: Any) -> EvalResult:
+        """From `Tally.totals()`'s (loss sum, top-5 hits, confusion, images); `details` are the
+        remaining fields. No images at all (every file undecodable) is a `ValueError`."""
+        loss_sum, top5, confusion, images = totals
+        if images == 0:
+            raise ValueError(f"no {split} image could be evaluated (all were skipped)")
+        top1 = confusion.diag().sum().item()
+        return cls(split, images, loss_sum / images, 100.0 * top1 / images,
+                   100.0 * top5 / images, confusion.cpu(), tuple(classes), **details)
+
+    @property
+    def cost(self) -> int:
+        """Forward passes per image (Table 3's "cost")."""
+        return self.models * self.crops
+
+    @property
+    def top1_error(self) -> float:
+        return 100.0 - self.top1
+
+    @property
+    def top5_error(self) -> float:
+        return 100.0 - self.top5
+
+    @property
+    def per_class_top1(self) -> dict[str, float]:
+        """Top-1 (%) of each class the split has images of (a model may know more classes than
+        the data holds: ImageNet weights on a few of them)."""
+        counts = self.confusion.sum(1).tolist()
+        return {c: p for c, p, n in zip(self.classes, per_class_top1(self.confusion), counts,
+                                        strict=True) if n}
+
+    def named_figures(self) -> dict[str, float]:
+        """`results.json`'s figures of this split, named for it: SPLIT_top1, SPLIT_top5,
+        SPLIT_loss."""
+        name = self.split
+        return {f"{name}_top1": round(self.top1, 4), f"{name}_top5": round(self.top5, 4),
+                f"{name}_loss": round(self.loss, 6)}
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form `inception eval` prints and writes (rounded as it always was)."""
+        return {
+            "split": self.split, "images": self.images, "models": self.models,
+            "crops": self.crops, "cost": self.cost,
+            "top1": round(self.top1, 4), "top5": round(self.top5, 4),
+            "top1_error": round(self.top1_error, 4), "top5_error": round(self.top5_error, 4),
+            "loss": round(self.loss, 6),
+            "per_class_top1": {c: round(p, 2) for c, p in self.per_class_top1.items()},
+            "confusion": self.confusion.tolist(),
+            "images_per_s": (None if self.images_per_s is None
+                             else round(self.images_per_s, 1)),
+            "precision": self.precision, "model_paths": list(self.model_paths),
+        }

@@ -23,8 +23,9 @@ class LocalResponseNorm(nn.LocalResponseNorm):
     """`nn.LocalResponseNorm` (Caffe's across-channels LRN), computed faster: x / (k + alpha/n *
     window sum of x^2)^beta, the window sums as one GEMM of the squares (pixels x C) by a banded
     C x C matrix that carries alpha/n, with k as the GEMM's bias (`torch.addmm`). PyTorch's own
-    version pools a 5-D view with `avg_pool3d`; this one trains the paper variant about 1.4x faster
-    at 224 px in bf16 (`benchmarks/lrn.py`, BENCHMARKS.md).
+    version pools a 5-D view with `avg_pool3d`; this one trains the paper variant faster at 224 px
+    in bf16 (`benchmarks/lrn.py` measures by how much; BENCHMARKS.md, "LRN: training step, PyTorch
+    inference and ONNX Runtime").
 
     The normaliser is computed in fp32 even under bf16 autocast or on bf16 input: with bf16's
     8-bit mantissa, k + alpha/n * S rounds to k for most activations and the layer would vanish.

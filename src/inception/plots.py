@@ -11,6 +11,7 @@ import torch
 
 if TYPE_CHECKING:
     from inception.cost import CostReport
+    from inception.metrics import EvalResult
 
 # A confusion matrix gets its counts and class names written in up to this many classes.
 ANNOTATED_CLASSES = 30
@@ -25,23 +26,23 @@ def _pyplot():
     return plt
 
 
-def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tensor,
-                classes: list[str], val_name: str, confusion_name: str | None = None
+def write_plots(run_dir: Path, rows: list[dict[str, Any]], split: str, result: EvalResult
                 ) -> list[Path]:
-    """A run directory's `curves.png` (loss, top-1 and top-5 per epoch on the `val_name`
-    split) and `confusion.png` (on `confusion_name`, by default the same split)."""
+    """A run directory's `curves.png` (train loss, and loss, top-1 and top-5 per epoch on the
+    `split` evaluated every epoch: `metrics.csv`'s SPLIT_loss, SPLIT_top1, SPLIT_top5 columns)
+    and `confusion.png` (the confusion matrix of `result`, titled with its split)."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    ax1.plot(epochs, [r["val_loss"] for r in rows], "o-", label=val_name)
+    ax1.plot(epochs, [r[f"{split}_loss"] for r in rows], "o-", label=split)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
-    ax2.plot(epochs, [r["val_top1"] for r in rows], "o-", label="top-1")
-    ax2.plot(epochs, [r["val_top5"] for r in rows], "o-", label="top-5")
+    ax2.plot(epochs, [r[f"{split}_top1"] for r in rows], "o-", label="top-1")
+    ax2.plot(epochs, [r[f"{split}_top5"] for r in rows], "o-", label="top-5")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel(f"{val_name} accuracy (%)")
+    ax2.set_ylabel(f"{split} accuracy (%)")
     ax2.legend()
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
@@ -50,8 +51,8 @@ def write_plots(run_dir: Path, rows: list[dict[str, Any]], confusion: torch.Tens
     fig.savefig(curves, dpi=110)
     plt.close(fig)
 
-    cm = plot_confusion(run_dir / "confusion.png", confusion, classes,
-                        f"confusion matrix ({confusion_name or val_name})")
+    cm = plot_confusion(run_dir / "confusion.png", result.confusion, list(result.classes),
+                        f"confusion matrix ({result.split})")
     return [curves, cm]
 
 

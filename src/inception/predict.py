@@ -1,8 +1,9 @@
 """`inception.predict`: the top classes of image files, as `inception predict` prints them.
 
-Each image is decoded (any format PIL reads), cut into the model's 1, 10 or 144 test crops
-(`inception.evaluation`), normalised with the model's own preprocessing and classified; the
-softmax is averaged over the crops, as in section 7 of the paper.
+Each image is decoded (any format PIL reads), cut into the model's 1, 10 or 144 test crops and
+normalised by the model's own `Preprocessing` (`views`), and classified as `inception eval`
+classifies it (`evaluation.predict_probabilities`, in the precision the model was trained in
+unless told otherwise); the softmax is averaged over the crops, as in section 7 of the paper.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ class PredictError(ValueError):
 
 
 def predict(model: LoadedModel, images: Sequence[str | Path], topk: int = 5, crops: int = 1,
-            precision: str = "fp32") -> list[dict[str, Any]]:
+            precision: str | None = None) -> list[dict[str, Any]]:
     """[{"image": path, "predictions": [{"class": name, "probability": p}, ...]}, ...], the
-    `topk` most probable classes of each image, most probable first.
+    `topk` most probable classes of each image, most probable first. `precision` None: the
+    one the model was trained in (`evaluation.trained_precision`).
 
     >>> inception.predict(inception.load("runs/RUN"), ["shirt.jpg"], topk=3)
     """
@@ -31,15 +33,16 @@ def predict(model: LoadedModel, images: Sequence[str | Path], topk: int = 5, cro
 
     to_tensor = v2.PILToTensor()
     mode = "L" if model.channels == 1 else "RGB"
-    side = evaluation.largest_scale([model], crops)
+    side = model.preprocessing.decode_side(crops)
     results = []
     for path in images:
         try:
             image = to_tensor(load_image(path, mode, side))
         except (OSError, ValueError, ImageError) as e:
             raise PredictError(f"IMAGE {path}: cannot read it as an image ({e})") from e
-        views = evaluation.model_views(image, model, crops)
-        probs = evaluation.predict_probabilities([model], [views[None]], precision=precision)[0]
+        views = model.preprocessing.views(image, crops)
+        probs = evaluation.predict_probabilities([model], [views[None]],
+                                                 precision=precision)[0].cpu()
         top = probs.topk(min(topk, len(model.classes)))
         results.append({"image": str(path), "predictions": [
             {"class": model.classes[i], "probability": round(p, 6)}

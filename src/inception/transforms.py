@@ -1,7 +1,9 @@
 """Augmentation: the paper's per-image pipeline (section 6) and a batch-wise one for tensors.
 
 The paper pipeline is torchvision.transforms.v2 with two additions torchvision lacks: a random
-interpolation per crop, and AlexNet-style PCA lighting (part of Howard's distortions).
+interpolation per crop, and AlexNet-style PCA lighting (part of Howard's distortions). Every
+pipeline normalises through `inception.preprocessing.standardize` (`Standardize`), the code that
+evaluation normalises with; evaluation's own transform is the model's `Preprocessing`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 
 from inception.devices import to_device
+from inception.preprocessing import Preprocessing, standardize
 
 # Section 6: "random interpolation methods (bilinear, area, nearest neighbor and cubic, with equal
 # probability)". PIL's BOX filter is area averaging.
@@ -75,6 +78,18 @@ class Lighting(torch.nn.Module):
         return (image + shift.view(3, 1, 1)).clamp_(0, 1)
 
 
+class Standardize(torch.nn.Module):
+    """(x - mean) / std per channel of a float image (`preprocessing.standardize`): the
+    training pipelines' last step."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return standardize(image, self.mean, self.std)
+
+
 def paper_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                           lighting_std: float = 0.1, jitter: float = 0.5) -> v2.Compose:
     """Section 6's image sampling for training, on PIL images.
@@ -92,7 +107,7 @@ def paper_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[f
         v2.PILToTensor(),
         v2.ToDtype(torch.float32, scale=True),
         Lighting(lighting_std),
-        v2.Normalize(mean, std),
+        Standardize(mean, std),
     ])
 
 
@@ -111,14 +126,11 @@ def decode_side(augment: str, image_size: int, scale: float = 0.08,
 
 def eval_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
                    crop_fraction: float = 0.875) -> v2.Compose:
-    """Resize the shorter side to image_size / crop_fraction, take the centre crop, normalize."""
-    return v2.Compose([
-        v2.Resize(round(image_size / crop_fraction), antialias=True),
-        v2.CenterCrop(image_size),
-        v2.PILToTensor(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+    """A PIL image -> the 1-crop evaluation input of a model trained on image folders at
+    `image_size`: the `Preprocessing` such a run records (shorter side resized to
+    round(image_size / crop_fraction), centre crop, normalised), after `PILToTensor`."""
+    return v2.Compose([v2.PILToTensor(),
+                       Preprocessing.centre_crop(image_size, mean, std, crop_fraction)])
 
 
 def folder_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
@@ -131,7 +143,7 @@ def folder_train_transform(image_size: int, mean: tuple[float, ...], std: tuple[
         v2.RandomHorizontalFlip(),
         v2.PILToTensor(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
+        Standardize(mean, std),
     ])
 
 

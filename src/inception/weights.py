@@ -94,8 +94,11 @@ def resolve_model_path(path: str | Path) -> tuple[Path, Path]:
         raise WeightsError(f"MODEL {where}; give a run directory of `inception train` or its "
                            f"{MODEL_FILE}")
     if weights.suffix != ".safetensors":
+        pickled = weights.suffix in (".pt", ".pth", ".pkl", ".bin")
         raise WeightsError(f"MODEL {weights}: expected a .safetensors file (with {META_FILE} "
-                           "beside it) or a run directory; pickled checkpoints are not loaded")
+                           "beside it) or a run directory" + (
+                               "; pickled checkpoints are not loaded" if pickled else
+                               " (an exported file runs in its own runtime, not here)"))
     meta = weights.with_name(META_FILE)
     if not meta.exists():
         raise WeightsError(f"MODEL {weights}: {META_FILE} is missing beside it; it holds the "
@@ -154,8 +157,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     model = GoogLeNet(config)
     load_state(model, read_safetensors(weights), weights)
     extra = {k: v for k, v in meta.items() if k not in ("model", "preprocessing", "classes")}
-    # channels_last: 1.8x the NCHW forward of torchvision's model on this CPU (BENCHMARKS.md,
-    # "Inference and training at 224 px").
+    # channels_last: faster than NCHW on CPUs (`inception bench` times both forms of
+    # torchvision's model; BENCHMARKS.md, "Inference and training at 224 px").
     model = model.to(resolve_device(device), memory_format=torch.channels_last).eval()
     return LoadedModel(model, preprocessing, classes, weights, extra)
 

@@ -24,8 +24,9 @@ DEFAULT_SEEDS = 3
 
 def protocol(seed: int = 0) -> TrainConfig:
     """The recipe every arm trains: the default Fashion-MNIST recipe (width 0.25, BatchNorm,
-    one-cycle SGD, EMA of the weights), shortened to fit six experiments x 3 seeds in about an
-    hour on a 2-core CPU.
+    one-cycle SGD, EMA of the weights), shortened so that six experiments x 3 seeds are
+    affordable on a CPU (`inception experiment all` runs them; docs/claims.md, "Cost, measured",
+    gives their wall time and the machine).
 
     - 10,000 training images (the first of the 58,000 left after the validation split), 8
       epochs: 312 steps of 256 images.

@@ -45,7 +45,7 @@ def weights_top1(run: Path, weights: str, data_dir: str | None = None) -> float:
     loaded = load(run)
     if weights == "raw":
         loaded = raw_weights(run, loaded)
-    return evaluate([loaded], "fashion-mnist", crops=1, data_dir=data_dir)["top1"]
+    return evaluate([loaded], "fashion-mnist", crops=1, data_dir=data_dir, precision="fp32").top1
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 """Training recipes: each is a module whose `recipe()` returns a `TrainConfig` and whose docstring
-gives the launch command, the expected result and the cost on the machine it was measured on."""
+gives the launch command and the command that measures its result and cost, pointing at the
+BENCHMARKS.md section that holds the figures (with the machine they were measured on)."""
 
 from __future__ import annotations
 

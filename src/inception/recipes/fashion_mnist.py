@@ -4,16 +4,17 @@ Launch (the default `inception train`):
 
     inception train
 
-Expected result and cost (`benchmarks/fashion_mnist.py --runs 3`, a 2-core Intel Xeon with AMX,
-2 threads): test top-1 94.04% median of 3 seeds (93.79-94.06), 14.4 minutes (median) per run
-end to end (BENCHMARKS.md has the table). Smoke variant: `inception train --subset 2048
---epochs 1`.
+Expected result and cost: `benchmarks/fashion_mnist.py --runs 3` measures them (test top-1 and
+wall time of whole `inception train` processes, seeds 0-2); BENCHMARKS.md, "Fashion-MNIST time
+to accuracy", has the figures with the machine, versions and date of each. Smoke variant:
+`inception train --subset 2048 --epochs 1`.
 
-`long_recipe` (`inception train --recipe fashion-mnist-long`): width 0.5 for 45 epochs; it now
-holds out 5,000 training images for validation, but its settings were chosen on test accuracy,
-before that split existed. Measured then, with all 60,000 images for training (one run, seed 0,
-same machine, 2 threads): test top-1 95.50% (95.56% with `inception eval RUN --crops 10`, the
-image and its mirror), 2.4 hours end to end (BENCHMARKS.md, "The longer recipe").
+`long_recipe` (`inception train --recipe fashion-mnist-long`): width 0.5 for 45 epochs; it holds
+out 5,000 training images for validation, but its settings were chosen on test accuracy, before
+that split existed. BENCHMARKS.md, "The longer recipe", has its measured result and wall time
+(`inception train --recipe fashion-mnist-long`, then `inception eval RUN --crops 10` for the
+mirror view), from the recipe as it was then: all 60,000 images for training, and the aux pool
+of 0.4.0 and earlier.
 """
 
 from inception.config import GoogLeNetConfig

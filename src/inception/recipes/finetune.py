@@ -9,9 +9,9 @@ The model takes torchvision's layout (`GoogLeNetConfig.torchvision()`: BN, a 3x3
 weights (vision#4136), and ImageNet mean/std normalisation; the classifiers are new, sized to the
 folder's classes. Short schedule, small learning rate: the features are already trained.
 
-Expected result and cost: not measured on ImageNet weights here (no internet on this project's
-machine). The tests fine-tune from a randomly initialised torchvision model saved to a file, which
-checks the plumbing, not the accuracy.
+Expected result and cost: not measured (torchvision's ImageNet weights have not been run through
+this recipe). The tests fine-tune from a randomly initialised torchvision model saved to a file,
+which checks the plumbing, not the accuracy.
 """
 
 from inception.config import GoogLeNetConfig

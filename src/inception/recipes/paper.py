@@ -4,15 +4,15 @@ Launch (an image folder with train/ and val/ class folders, 224 px as in the pap
 
     inception train path/to/folder --recipe paper
 
-Smoke variant on this machine (a small fixture, reduced size and width):
+Smoke variant (a small folder, reduced size and width):
 
     inception train path/to/folder --recipe paper --image-size 96 --width 0.25 --epochs 3
 
 Expected result and cost: the paper trained on ImageNet with DistBelief for a time it does not
-give; Caffe's port needed 250 epochs with this schedule (60 with a faster one). On this project's
-2-core CPU machine a 224 px training step of the paper variant runs at a few tens of images per
-second (`inception bench --train`; BENCHMARKS.md has the latest figures), so ImageNet is out of
-reach here: this recipe is for GPUs and for small folders.
+give; Caffe's port needed 250 epochs with this schedule (60 with a faster one). A 224 px training
+step of the paper variant on a CPU is measured by `inception bench --train` (BENCHMARKS.md,
+"Inference and training at 224 px"): at such rates ImageNet is out of reach of a few CPU cores,
+so this recipe is for GPUs and for small folders.
 
 What is not in the paper and comes from Caffe's `bvlc_googlenet` solver, which was made with the
 first author's help: base learning rate 0.01 at batch 32, weight decay 2e-4, 250 epochs.

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from inception.config import ConfigError, GoogLeNetConfig, validate_fields
+from inception.config import ConfigError, GoogLeNetConfig, option, validate_fields
 
 
 class RunError(RuntimeError):
@@ -22,6 +22,8 @@ Schedule = Literal["step", "onecycle"]
 Averaging = Literal["none", "ema", "polyak"]
 Augment = Literal["batch", "paper", "folder"]
 Precision = Literal["fp32", "bf16"]
+# torch.compile's modes for `--compile MODE`; None runs eager.
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -29,55 +31,69 @@ class TrainConfig:
     """Everything a training run needs besides the data's location. Recipes (`inception.recipes`)
     are functions returning one of these; flags and `--config` files override its fields."""
 
-    recipe: str = "fashion-mnist"
-    epochs: int = 10
-    # Images per optimizer step: the global batch, split over the processes under torchrun.
-    batch_size: int = 256
-    # The peak learning rate ("onecycle") or the starting one ("step").
-    lr: float = 0.2
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
+    recipe: str = option(
+        "fashion-mnist", "the recipe to start from (its settings, then --config, then flags)")
+    epochs: int = option(10, "passes over the training images")
+    batch_size: int = option(256, "images per optimizer step (the global batch under torchrun)")
+    lr: float = option(
+        0.2, "peak learning rate (schedule onecycle) or the starting one (schedule step)")
+    momentum: float = option(0.9, "SGD momentum (the paper: 0.9)")
+    nesterov: bool = option(False, "Nesterov momentum")
+    weight_decay: float = option(5e-4, "SGD weight decay")
     # "step": lr * gamma ** floor(epoch / step_epochs), the paper's "decreasing the learning rate
     # by 4% every 8 epochs"; "onecycle": torch's OneCycleLR, warm-up then cosine decay to ~0.
-    schedule: Schedule = "onecycle"
-    lr_step_epochs: int = 8
-    lr_step_gamma: float = 0.96
-    warmup_fraction: float = 0.15
-    label_smoothing: float = 0.0
+    schedule: Schedule = option(
+        "onecycle",
+        "step: lr times lr-step-gamma every lr-step-epochs (the paper); onecycle: warm-up, decay")
+    lr_step_epochs: int = option(
+        8, "epochs between learning-rate steps (schedule step; the paper: 8)")
+    lr_step_gamma: float = option(
+        0.96, "learning-rate factor at each step (schedule step; the paper: 0.96)")
+    warmup_fraction: float = option(
+        0.15, "fraction of the steps spent warming up (schedule onecycle)")
+    label_smoothing: float = option(
+        0.0, "label smoothing of the cross-entropy loss (not in the paper)")
     # "polyak": the running mean of the iterates (Polyak & Juditsky, the paper's [13]) from
     # `average_start` x epochs on; "ema": an exponential moving average with TensorFlow's warm-up,
     # decay min(ema_decay, (1 + n) / (10 + n)). The average is evaluated and exported.
-    averaging: Averaging = "none"
-    ema_decay: float = 0.999
-    average_start: float = 0.0  # fraction of the epochs after which averaging begins
+    averaging: Averaging = option(
+        "none", "weights evaluated and exported: none, ema (moving average), polyak (running mean)")
+    ema_decay: float = option(0.999, "decay of the exponential moving average (averaging ema)")
+    average_start: float = option(0.0, "fraction of the epochs after which averaging begins")
     # "batch": uint8 tensors augmented batch-wise (in-memory data sets); "paper": section 6's
     # per-image sampling and distortions; "folder": a light per-image pipeline.
-    augment: Augment = "batch"
-    translate: int = 2
-    erase_p: float = 0.0
-    precision: Precision = "bf16"
-    channels_last: bool = True
-    seed: int = 0
-    workers: int = 2
-    # Only the first N training images (smoke runs).
-    subset: int | None = None
+    augment: Augment = option(
+        "batch",
+        "batch: batch-wise shifts, flips in memory; paper: section 6's; folder: light, per image")
+    translate: int = option(2, "largest random shift in pixels (augment batch)")
+    erase_p: float = option(0.0, "probability of random erasing per image (augment batch)")
+    precision: Precision = option("bf16", "training arithmetic: fp32, or bf16 autocast")
+    channels_last: bool = option(
+        True, "channels-last memory format (faster convolutions on CPUs and GPUs)")
+    seed: int = option(0, "random seed of the weights, the data order and the augmentation")
+    workers: int = option(
+        2, "DataLoader worker processes for image folders (in-memory data sets use none)")
+    subset: int | None = option(None, "train on only the first N training images (smoke runs)")
     # Hold out the last N images of an in-memory training set as a validation split: every
     # epoch is evaluated on it (metrics.csv), and the test set only once, at the end. Settings
     # are to be tuned on the validation split, never on the test set.
-    val_images: int = 0
-    eval_batch_size: int = 1000
+    val_images: int = option(
+        0, "hold out the last N training images as a validation split, evaluated every epoch")
+    eval_batch_size: int = option(1000, "images per batch when evaluating")
     # Not in the paper: record each epoch's mean L2 norm of the gradient reaching the lower
     # stages (conv1 .. 4a) in metrics.csv (`lower_grad_norm`), for section 5's claim that the
     # auxiliary classifiers "increase the gradient signal that gets propagated back" (`inception
     # experiment aux-heads`). A measurement only: the trained weights are the same either way.
-    watch_gradients: bool = False
+    watch_gradients: bool = option(
+        False, "record the gradient norm reaching conv1 .. 4a every epoch (section 5's claim)")
     # Under torchrun on GPUs: BatchNorm statistics over the global batch (nn.SyncBatchNorm)
     # instead of each process's slice. PyTorch's SyncBatchNorm is GPU-only.
-    sync_bn: bool = False
+    sync_bn: bool = option(
+        False, "BatchNorm statistics over the global batch under torchrun on GPUs")
     # Initial weights, "torchvision:PATH": a torchvision GoogLeNet state dict (e.g. its ImageNet
     # googlenet-1378be20.pth) for every layer but the classifiers, which start fresh.
-    init: str | None = None
+    init: str | None = option(
+        None, "initial weights: torchvision:PATH, a torchvision GoogLeNet state dict")
     model: GoogLeNetConfig = dataclasses.field(default_factory=GoogLeNetConfig)
 
     def __post_init__(self) -> None:

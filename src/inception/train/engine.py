@@ -2,16 +2,17 @@
 
 A GPU runs ahead of the host as long as nothing is read from it. So the loop keeps each step's
 loss on the device (`LossMeter`) and reads the pending ones every `sync_every` steps, in one
-transfer; evaluation keeps its sums there too (`inception.metrics.Tally`). `host` is the single
-place either of them reads the device. Checkpointing and signals are the caller's
-(`inception.train.run`): `Trainer.steps` yields between steps.
+transfer; evaluation, `inception eval`'s own (`inception.evaluation`), keeps its sums there too
+(`inception.metrics.Tally`). `host` is the single place either of them reads the device.
+Checkpointing and signals are the caller's (`inception.train.run`): `Trainer.steps` yields
+between steps.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +22,12 @@ from torch import nn
 
 from inception import distributed
 from inception.devices import CpuShare, autocast, cpu_cores
-from inception.metrics import Tally, summarize
+from inception.evaluation import tally_batches, view_batches
+from inception.metrics import EvalResult, Tally
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss, gradient_norm
+from inception.preprocessing import Preprocessing
 from inception.train.config import RunError, TrainConfig
+from inception.train.loaders import EvalSplit
 from inception.train.optim import Average
 
 CPU_CHECK_S = 10.0  # seconds between looks at how busy the CPU is (`Trainer._cpu_note`)
@@ -245,29 +249,32 @@ def train_one_epoch(trainer: Trainer, batches: Iterator, pos: Position,
         pass
 
 
-@torch.no_grad()
-def evaluation_tally(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
-                     device: torch.device) -> Tally:
-    """The loss and accuracy sums of `model` over `batches`, kept on `device`: nothing is read
-    from it until the caller does."""
+def evaluation_tally(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     num_classes: int, cfg: TrainConfig, device: torch.device) -> Tally:
+    """The loss and accuracy sums of `model` (put in eval mode) over batches of normalised
+    1-crop images and labels, kept on `device`: nothing is read from it until the caller does.
+    The forward pass and the counting are `inception eval`'s (`evaluation.tally_batches`), in
+    the run's precision."""
     model.eval()
-    tally = Tally(num_classes, device)
-    for x, y in batches:
-        x, y = _to_device(x, y, device, cfg.channels_last)
-        with autocast(device, cfg.precision == "bf16"):
-            logits = model(x)
-        logits = logits.float()
-        tally.add(logits, y, F.cross_entropy(logits, y, reduction="sum"))
-    return tally
+    views = (((x[:, None],), y) for x, y in batches)
+    return tally_batches([model], [cfg.precision], views, num_classes, device,
+                         channels_last=cfg.channels_last)
 
 
-def evaluate(model: nn.Module, batches: Iterator, num_classes: int, cfg: TrainConfig,
-             device: torch.device, ctx: distributed.Context = distributed.SINGLE
-             ) -> dict[str, Any]:
-    """Loss, top-1 and top-5 (percent) and the confusion matrix (rows: true class), summed over
-    the ranks' shards under DDP."""
-    loss_sum, top5, confusion, n = evaluation_tally(model, batches, num_classes, cfg,
+def evaluate(model: nn.Module, split: EvalSplit, preprocessing: Preprocessing,
+             classes: list[str], cfg: TrainConfig, device: torch.device,
+             ctx: distributed.Context = distributed.SINGLE) -> EvalResult:
+    """`model` on `split`, as `inception eval MODEL --crops 1` evaluates the exported model: the
+    same images, cut and normalised by the run's `preprocessing` (`evaluation.view_batches`),
+    counted by `evaluation_tally`. Under DDP each rank evaluates its share of the images and the
+    sums are added up over the ranks."""
+    images = split.images.shard(ctx.rank, ctx.world) if ctx.active else split.images
+    batches = view_batches(images, [preprocessing], 1, cfg.eval_batch_size, cfg.workers, device,
+                           split.skipped, pin=device.type == "cuda")
+    images_1crop = ((views[0][:, 0], labels) for views, labels in batches)
+    loss_sum, top5, confusion, n = evaluation_tally(model, images_1crop, len(classes), cfg,
                                                     device).totals(host)
     distributed.all_reduce_tensor(ctx, confusion)
     loss_sum, top5, n = distributed.all_reduce_sum(ctx, loss_sum, top5, n)
-    return summarize(loss_sum, top5, confusion, n)
+    return EvalResult.from_totals(split.name, (loss_sum, int(top5), confusion, int(n)), classes,
+                                  precision=cfg.precision)

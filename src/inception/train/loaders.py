@@ -8,6 +8,11 @@ sees exactly the batches and augmentations of an uninterrupted one. Two pipeline
   (`BatchAugment`), on the training device: no per-image Python, no per-batch transfer;
 - image folders: per-image transforms in DataLoader workers, each sample seeded by (seed, epoch,
   index) whichever worker loads it.
+
+The splits evaluated (`EvalSplit`) are uint8 images and labels, named for what they are ("val"
+or "test"), which training's validation feeds to the model through the run's `Preprocessing`
+exactly as `inception eval` does (`inception.evaluation`). Every pipeline normalises through
+`inception.preprocessing`'s `to_unit` and `standardize`.
 """
 
 from __future__ import annotations
@@ -26,12 +31,17 @@ from inception import data as data_lib
 from inception import distributed
 from inception.config import ConfigError
 from inception.devices import to_device
-from inception.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from inception.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    standardize,
+    to_unit,
+)
 from inception.train.config import TrainConfig
 from inception.transforms import (
     BatchAugment,
     decode_side,
-    eval_transform,
     folder_train_transform,
     paper_train_transform,
 )
@@ -63,18 +73,32 @@ class Batches:
 
 
 @dataclass
+class EvalSplit:
+    """A split that training evaluates: its `name` ("val": held out for tuning, or "test"), its
+    uint8 `images` with labels (in memory, on the training device, or an image folder), and the
+    files of it that could not be decoded ({path: reason})."""
+
+    name: str
+    images: data_lib.LabelledImages
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+
+@dataclass
 class Data:
-    """A run's data: training batches, the batches evaluated every epoch (`val`, named
-    `val_name`), the test batches evaluated once at the end when `val` is a split held out of
-    the training set (else None), class names, and the preprocessing the exported model will
-    be fed with (`model.json`)."""
+    """A run's data: training batches, the split evaluated after every epoch (`every_epoch`:
+    the held-out validation split, or the test set when none is held out), the test set
+    evaluated once at the end when `every_epoch` is a held-out split (else None), the class
+    names, and the preprocessing the model is evaluated and exported with (`model.json`)."""
 
     train: Batches
-    val: Batches
+    every_epoch: EvalSplit
     classes: list[str]
     preprocessing: Preprocessing
-    val_name: str = "val"
-    test: Batches | None = None
+    test: EvalSplit | None = None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -83,20 +107,22 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, size: int) -> torch.Tensor:
-    x = x.float().div_(255)
+    """uint8 batch -> [0, 1], resized to size x size when stored at another size, standardised."""
+    x = to_unit(x)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
-    return (x - mean) / std
+    return standardize(x, mean, std)
 
 
 def tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfig,
                    mean: tuple[float, ...], std: tuple[float, ...], train: bool,
                    ctx: distributed.Context = distributed.SINGLE,
                    device: torch.device | None = None) -> Batches:
-    """An in-memory split, shuffled and augmented batch-wise by one generator per epoch. Under
-    DDP every rank draws the whole global batch's augmentation (so the random stream does not
-    depend on the world size) and keeps its slice.
+    """An in-memory split, shuffled and augmented batch-wise by one generator per epoch (with
+    `train`; without, in order and unaugmented). Under DDP every rank draws the whole global
+    batch's augmentation (so the random stream does not depend on the world size) and keeps its
+    slice.
 
     On a GPU the uint8 images are copied there once and augmented and normalised there: no
     per-batch host work or transfer (for Fashion-MNIST, 47 MB)."""
@@ -232,22 +258,25 @@ def _fashion_mnist_data(cfg: TrainConfig, data_dir: str | None, device: torch.de
         train_batches = loader_batches(images, cfg.batch_size, cfg, True, device.type == "cuda",
                                        ctx)
 
-    def evaluation(split: data_lib.TensorSplit) -> Batches:
-        return tensor_batches(split, cfg.eval_batch_size, cfg, mean, std, False, ctx, device)
+    def evaluated(name: str, split: data_lib.TensorSplit) -> EvalSplit:
+        # On the training device once: evaluation crops and normalises whole batches there.
+        on_device = data_lib.TensorSplit(split.images.to(device), split.labels.to(device))
+        return EvalSplit(name, data_lib.LabelledImages.from_split(on_device))
 
     size = cfg.model.image_size
     preprocessing = Preprocessing(image_size=size, resize=size, crop=size, mean=mean, std=std,
                                   channels=1)
     classes = list(data_lib.FASHION_MNIST_CLASSES)
     if held_out is not None:
-        return Data(train_batches, evaluation(held_out), classes, preprocessing,
-                    test=evaluation(test))
-    return Data(train_batches, evaluation(test), classes, preprocessing, val_name="test")
+        return Data(train_batches, evaluated("val", held_out), classes, preprocessing,
+                    test=evaluated("test", test))
+    return Data(train_batches, evaluated("test", test), classes, preprocessing)
 
 
 def _folder_data(cfg: TrainConfig, data: str, device: torch.device,
                  ctx: distributed.Context) -> Data:
-    """An image folder's train/ and val/, decoded and transformed in DataLoader workers."""
+    """An image folder's train/ (decoded and transformed in DataLoader workers) and val/ (the
+    split evaluated every epoch, decoded as `inception eval` decodes it)."""
     train_dir, val_dir, classes = data_lib.image_folder_splits(data)
     channels, size, pin = cfg.model.in_chans, cfg.model.image_size, device.type == "cuda"
     mean = IMAGENET_MEAN if channels == 3 else (0.5,) * channels
@@ -263,12 +292,8 @@ def _folder_data(cfg: TrainConfig, data: str, device: torch.device,
                                             channels, decode_side(cfg.augment, size))
     if cfg.subset is not None:
         train_set = torch.utils.data.Subset(train_set, range(min(cfg.subset, len(train_set))))
-    crop_fraction = 0.875
-    val_set = data_lib.ImageFolderDataset(val_dir, classes,
-                                          eval_transform(size, mean, std, crop_fraction), channels,
-                                          min_side=round(size / crop_fraction))
-    preprocessing = Preprocessing(image_size=size, resize=round(size / crop_fraction), crop=size,
-                                  mean=mean, std=std, channels=channels)
+    preprocessing = Preprocessing.centre_crop(size, mean, std)
+    val = data_lib.LabelledImages.from_folder(val_dir, classes, channels,
+                                              preprocessing.decode_side(1))
     return Data(loader_batches(train_set, cfg.batch_size, cfg, True, pin, ctx),
-                loader_batches(val_set, cfg.eval_batch_size, cfg, False, pin, ctx), classes,
-                preprocessing)
+                EvalSplit("val", val), classes, preprocessing)

@@ -27,19 +27,20 @@ from inception import distributed
 from inception.config import ConfigError
 from inception.devices import resolve_device
 from inception.files import write_json
-from inception.metrics import per_class_top1
+from inception.metrics import EvalResult, per_class_top1
 from inception.model import GoogLeNet
 from inception.plots import write_plots
 from inception.train.checkpoint import Checkpointer, TrainState, load_latest_checkpoint, restore_rng
-from inception.train.config import RunError, TrainConfig
+from inception.train.config import COMPILE_MODES, RunError, TrainConfig
 from inception.train.engine import Position, Trainer, TrainForward, evaluate
-from inception.train.loaders import Batches, Data, epoch_seed, load_data
+from inception.train.loaders import Data, EvalSplit, epoch_seed, load_data
 from inception.train.optim import make_average, make_optimizer, make_scheduler
 from inception.train.rundir import (
     check_run_dir,
     create_run_dir,
     export_model,
     killed_before_first_checkpoint,
+    upgrade_metrics,
     write_metrics,
     write_skipped,
 )
@@ -47,7 +48,6 @@ from inception.train.rundir import (
 log = logging.getLogger(__name__)
 
 GPU_SYNC_EVERY = 50  # steps between the loop's reads from a GPU (`train`'s `sync_every`)
-COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 
 
 @dataclass(frozen=True)
@@ -270,6 +270,7 @@ class _Run:
                                 trainer.average)
         if ckpt is not None:
             self.state.load_state_dict(ckpt)
+            self.state.metrics = upgrade_metrics(self.state.metrics, dataset.every_epoch.name)
             pos = self.state.position
             log.info("resuming %s at epoch %d, step %d", out, pos.epoch + 1, pos.step)
         self.wall_before = self.state.position.wall_s
@@ -284,15 +285,15 @@ class _Run:
             self.state.position.wall_s = self.wall()
         self.checkpointer.save(self.state, generator)
 
-    def evaluate(self, batches: Batches | None = None) -> dict[str, Any]:
-        """The model's (or the average's) metrics on `batches`, by default the split evaluated
-        every epoch."""
+    def evaluate(self, split: EvalSplit | None = None) -> EvalResult:
+        """The model's (or the average's) evaluation on `split`, by default the split evaluated
+        every epoch: what `inception eval RUN --crops 1` measures on it."""
         model = self.trainer.averaged_or_model(self.state.position)
-        return evaluate(model, (batches or self.dataset.val).epoch(0).batches,
-                        len(self.dataset.classes), self.cfg, self.dev, self.ctx)
+        return evaluate(model, split or self.dataset.every_epoch, self.dataset.preprocessing,
+                        self.dataset.classes, self.cfg, self.dev, self.ctx)
 
     def epochs(self, stop: _StopFlag, fresh: bool, progress: bool,
-               stop_after: int | None) -> dict[str, Any] | None:
+               stop_after: int | None) -> EvalResult | None:
         """The remaining epochs; the last one's evaluation, or None when `stop_after` ends the
         session early (or no epoch was left)."""
         if fresh:
@@ -306,7 +307,7 @@ class _Run:
                 raise _StoppedAfter
         return result
 
-    def epoch(self, epoch: int, stop: _StopFlag, progress: bool) -> dict[str, Any]:
+    def epoch(self, epoch: int, stop: _StopFlag, progress: bool) -> EvalResult:
         """Train epoch `epoch` from the saved position, evaluate, record and checkpoint it."""
         cfg, ctx, pos = self.cfg, self.ctx, self.state.position
         if pos.batch == 0:
@@ -339,61 +340,59 @@ class _Run:
         self.save(None)
         return result
 
-    def record(self, epoch: int, result: dict[str, Any]) -> None:
-        """The epoch's row of `metrics.csv`, its log line and the files skipped so far."""
-        pos, dataset = self.state.position, self.dataset
+    def record(self, epoch: int, result: EvalResult) -> None:
+        """The epoch's row of `metrics.csv` (its evaluation columns named for `result.split`),
+        its log line and the files skipped so far."""
+        pos, dataset, split = self.state.position, self.dataset, result.split
         row = {"epoch": epoch + 1, "wall_s": self.wall(),
                "train_loss": round(pos.loss_sum / max(pos.seen, 1), 6),
-               "val_loss": round(result["loss"], 6),
-               "val_top1": round(result["top1"], 4), "val_top5": round(result["top5"], 4),
+               f"{split}_loss": round(result.loss, 6), f"{split}_top1": round(result.top1, 4),
+               f"{split}_top5": round(result.top5, 4),
                "lr": pos.lr, "images_per_s": round(pos.seen / max(pos.train_s, 1e-9), 1)}
         if self.cfg.watch_gradients:
             row["lower_grad_norm"] = round(pos.grad_norm_sum / max(pos.grad_norm_steps, 1), 6)
         self.state.metrics.append(row)
+        evaluated = dataset.every_epoch
         skipped = distributed.gather_objects(self.ctx, (dataset.train.skipped,
-                                                        dataset.val.skipped))
-        for train_skips, val_skips in skipped:
+                                                        evaluated.skipped))
+        for train_skips, eval_skips in skipped:
             dataset.train.skipped.update(train_skips)
-            dataset.val.skipped.update(val_skips)
+            evaluated.skipped.update(eval_skips)
         if self.ctx.main:
             log.info("epoch %d/%d  train loss %.4f  %s loss %.4f  top-1 %.2f%%  top-5 "
                      "%.2f%%  %.0f img/s", epoch + 1, self.cfg.epochs, row["train_loss"],
-                     dataset.val_name, result["loss"], result["top1"], result["top5"],
-                     row["images_per_s"])
-            write_metrics(self.out / "metrics.csv", self.state.metrics)
+                     split, result.loss, result.top1, result.top5, row["images_per_s"])
+            write_metrics(self.out / "metrics.csv", self.state.metrics, split)
             write_skipped(self.out, dataset)
 
-    def finish(self, result: dict[str, Any] | None) -> RunResult:
+    def finish(self, result: EvalResult | None) -> RunResult:
         """Export the (averaged) model, draw the plots and write `results.json`; with a held-out
         validation split, the test set is evaluated here, once."""
         if result is None:  # resumed a finished run: evaluate what it saved
             result = self.evaluate()
         test = self.evaluate(self.dataset.test) if self.dataset.test is not None else None
-        out, dataset, name = self.out, self.dataset, self.dataset.val_name
+        out, dataset = self.out, self.dataset
         final = self.trainer.averaged_or_model(self.state.position)
         model_path = out / "model.safetensors"
         plots = [out / "curves.png", out / "confusion.png"]
         # Per-class accuracy and the confusion matrix of the headline split: the test set when
         # a validation split was held out.
-        last, last_name = (test, "test") if test is not None else (result, name)
+        headline = test if test is not None else result
         if self.ctx.main:
             model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,
-                                      {"recipe": self.cfg.recipe, "data": self.data})
-            plots = write_plots(out, self.state.metrics, last["confusion"], dataset.classes,
-                                name, last_name)
-        per_class = per_class_top1(last["confusion"])
-        results = {f"{name}_top1": round(result["top1"], 4),
-                   f"{name}_top5": round(result["top5"], 4),
-                   f"{name}_loss": round(result["loss"], 6),
+                                      {"recipe": self.cfg.recipe, "data": self.data,
+                                       "precision": self.cfg.precision})
+            write_metrics(out / "metrics.csv", self.state.metrics, result.split)
+            plots = write_plots(out, self.state.metrics, result.split, headline)
+        per_class = per_class_top1(headline.confusion)
+        results = {**result.named_figures(),
                    "per_class_top1": dict(zip(dataset.classes, (round(p, 2) for p in per_class),
                                               strict=True)),
                    "wall_s": self.wall(), "epochs": self.cfg.epochs, "recipe": self.cfg.recipe,
                    "data": self.data, "model": str(model_path), "run_dir": str(out),
                    "plots": [str(p) for p in plots], "device": str(self.dev),
-                   "threads": torch.get_num_threads(), "processes": self.ctx.world}
-        if test is not None:
-            results.update(test_top1=round(test["top1"], 4), test_top5=round(test["top5"], 4),
-                           test_loss=round(test["loss"], 6))
+                   "threads": torch.get_num_threads(), "processes": self.ctx.world,
+                   **(test.named_figures() if test is not None else {})}
         if self.ctx.main:
             write_json(out / "results.json", results)
         return RunResult(out, results, plots)

@@ -1,7 +1,9 @@
 """The run directory: created only when the run can start, written atomically, never clobbered.
 
 A run directory holds `config.json` (the resolved `TrainConfig`), `metrics.csv` (one row per
-epoch), `checkpoints/last.pt` and `previous.pt` (`inception.train.checkpoint`), the final
+epoch, its evaluation columns named for the split evaluated: `test_loss`, `test_top1`,
+`test_top5`, or `val_*` when a validation split is held out; `metric_columns`),
+`checkpoints/last.pt` and `previous.pt` (`inception.train.checkpoint`), the final
 `model.safetensors` + `model.json` (model config, preprocessing, class names), `results.json`,
 `skipped_files.json` when some images could not be decoded, and the PNG plots. Every file is
 written to a temporary name, fsynced and renamed over the old one, so a crash at any moment
@@ -28,8 +30,7 @@ from inception.weights import save_model
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = ("epoch", "wall_s", "train_loss", "val_loss", "val_top1", "val_top5", "lr",
-                  "images_per_s")
+EVAL_METRICS = ("loss", "top1", "top5")  # each epoch's evaluation, columns SPLIT_loss, ...
 
 
 def atomic_save(obj: Any, path: Path, keep_previous: Path | None = None) -> None:
@@ -97,20 +98,41 @@ def check_free_space(out: Path, model: nn.Module) -> None:
 
 
 def write_skipped(out: Path, dataset: Data) -> None:
-    """`skipped_files.json`: the files that could not be decoded, when there are any."""
-    skipped = {"train": dataset.train.skipped, dataset.val_name: dataset.val.skipped}
+    """`skipped_files.json`: the files that could not be decoded, by split, when there are
+    any."""
+    skipped = {"train": dataset.train.skipped}
+    for split in (dataset.every_epoch, dataset.test):
+        if split is not None:
+            skipped[split.name] = split.skipped
     count = sum(map(len, skipped.values()))
     if count:
         write_json(out / "skipped_files.json", {"count": count, "files": skipped})
 
 
-def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    """`metrics.csv`: METRIC_COLUMNS, then any further column the rows have (`lower_grad_norm`
-    with `watch_gradients`)."""
-    extra = [k for k in (rows[0] if rows else {}) if k not in METRIC_COLUMNS]
+def metric_columns(split: str) -> tuple[str, ...]:
+    """`metrics.csv`'s columns for a run whose every epoch is evaluated on `split`."""
+    return ("epoch", "wall_s", "train_loss", *(f"{split}_{m}" for m in EVAL_METRICS), "lr",
+            "images_per_s")
+
+
+def upgrade_metrics(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """Rows of a run saved before the columns were named for the split (every epoch's
+    evaluation in `val_loss`, `val_top1`, `val_top5`, whichever split it was), renamed for
+    `split`, the one the run evaluates every epoch; rows already named pass unchanged."""
+    if split == "val":
+        return rows
+    renamed = {f"val_{m}": f"{split}_{m}" for m in EVAL_METRICS}
+    return [{renamed.get(k, k): v for k, v in row.items()} for row in rows]
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]], split: str) -> None:
+    """`metrics.csv`: `metric_columns(split)`, then any further column the rows have
+    (`lower_grad_norm` with `watch_gradients`)."""
+    columns = metric_columns(split)
+    extra = [k for k in (rows[0] if rows else {}) if k not in columns]
 
     def write(f) -> None:
-        writer = csv.DictWriter(f, fieldnames=[*METRIC_COLUMNS, *extra])
+        writer = csv.DictWriter(f, fieldnames=[*columns, *extra])
         writer.writeheader()
         writer.writerows(rows)
     replace_atomically(path, write)

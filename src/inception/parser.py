@@ -1,0 +1,302 @@
+"""The `inception` parser: every command's flags, declared once where commands share them.
+
+Config fields become flags through `inception.flags.add_config_arguments`, each with its field's
+one-line documentation; `train --help` shows the values of the run its other arguments would start
+(`help_values`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import io
+import platform
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from inception.config import GoogLeNetConfig
+from inception.devices import DEVICE_CHOICES
+from inception.flags import (
+    PRECISION_HELP,
+    THREADS_HELP,
+    UsageError,
+    add_config_arguments,
+    train_config_from_arguments,
+)
+from inception.recipes import RECIPES
+from inception.train.config import COMPILE_MODES, TrainConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviated flags (`--epoch` is not `--epochs`), and with a 'did you
+    mean' for a flag it does not know."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """One line on stderr, naming the command and what is wrong; exit status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def unknown(self, extras: list[str]) -> None:
+        """Exit 2 naming the first unknown argument, with the nearest flag of this parser."""
+        bad = next((e for e in extras if e.startswith("-")), extras[0])
+        options = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        guess = difflib.get_close_matches(bad.split("=")[0], options, n=1, cutoff=0.6)
+        if guess:
+            self.exit(2, f"{self.prog}: error: unrecognized argument {bad}; did you mean "
+                         f"{guess[0]}?\n")
+        self.error(f"unrecognized argument {bad}")
+
+
+# Every flag that more than one command takes, declared once: one name, one meaning.
+SHARED: dict[str, dict[str, Any]] = {
+    "--threads": dict(type=int, default=None, metavar="N", help=THREADS_HELP),
+    "--device": dict(default="auto", choices=DEVICE_CHOICES,
+                     help="auto (default): the CUDA GPU when there is one, else the CPU"),
+    "--crops": dict(type=int, choices=(1, 10, 144), default=1,
+                    help="views per image, softmax averaged (section 7): 1 (centre), 10 "
+                         "(corners, centre and mirrors) or 144 (default: 1)"),
+    "--precision": dict(choices=("fp32", "bf16"), default=None, help=PRECISION_HELP),
+    "--data-dir": dict(metavar="DIR", help="where Fashion-MNIST's IDX files are (or go)"),
+    "--compile": dict(nargs="?", const="default", default=None, choices=COMPILE_MODES[1:],
+                      metavar="MODE",
+                      help="use torch.compile (MODE: default, reduce-overhead for CUDA graphs, "
+                           "max-autotune): train compiles its forward, bench adds compiled rows"),
+    "--no-progress": dict(action="store_true", help="no progress bars"),
+    "--json": dict(action="store_true", help="machine-readable output"),
+}
+
+
+def _shared(*flags: str) -> list[argparse.ArgumentParser]:
+    """A parent parser holding the shared `flags` (`--threads` always), for `add_parser`."""
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--threads", *flags):
+        parent.add_argument(flag, **SHARED[flag])
+    return [parent]
+
+
+def _summary_parser(sub, parents: list) -> argparse.ArgumentParser:
+    summary = sub.add_parser(
+        usage="inception summary [MODEL] [--json] [--plot FILE] [--module-cost] [model flags]",
+        name="summary", help="print Table 1 computed from the model", parents=parents,
+        description="Table 1 recomputed from the model (params, multiply-adds, output sizes), "
+                    "beside the paper's printed figures, with the paper's slips flagged. With "
+                    "MODEL: the table of a trained model's config, and its recorded results.")
+    summary.add_argument("model", nargs="?", default=None, metavar="MODEL",
+                         help="a run or model directory (default: the model the flags build)")
+    summary.add_argument("--plot", metavar="FILE", help="write per-row params and multiply-adds "
+                                                        "as a PNG")
+    summary.add_argument("--module-cost", action="store_true",
+                         help="the 1x1-reduction argument: naive vs reduced modules in numbers")
+    summary.add_argument("--preset", choices=("paper", "torchvision"), default="paper",
+                         help="start from the paper's config (default) or torchvision's layout")
+    add_config_arguments(summary)
+    return summary
+
+
+def _recipes_text(shown: str) -> str:
+    return (f"Recipes: {', '.join(RECIPES)}. Without --recipe: fashion-mnist on the built-in "
+            "data set, paper on an image folder, finetune with --init. The defaults below are "
+            f"those of the run these arguments start: recipe {shown}, then --config, then "
+            "flags (--print-config prints them all).")
+
+
+def _train_parser(sub, parents: list, values: TrainConfig) -> argparse.ArgumentParser:
+    train = sub.add_parser(
+        usage="inception train [DATA] [--out DIR] [--recipe NAME] [options]",
+        name="train", help="train on Fashion-MNIST (default) or an image folder", parents=parents,
+        description="Train GoogLeNet. Settings come from the recipe, then --config, then flags. "
+                    + _recipes_text(values.recipe))
+    train.add_argument("data", nargs="?", default=None, metavar="DATA",
+                       help="'fashion-mnist' (default) or a folder with train/ and val/ class "
+                            "folders")
+    train.add_argument("--out", metavar="DIR",
+                       help="run directory (default: runs/RECIPE-TIMESTAMP)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--config", metavar="FILE",
+                       help="YAML or TOML file of config fields, or a run's config.json")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config as JSON and exit without training")
+    train.add_argument("--stop-after", type=int, metavar="N",
+                       help="stop after epoch N, checkpointed, to continue later with --resume")
+    train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+                       help="also checkpoint every STEPS optimizer steps, so that a killed run "
+                            "loses at most that much (0: only at epoch ends; default 100)")
+    train.add_argument("--sync-every", type=int, default=None, metavar="STEPS",
+                       help="read the loss from the device every STEPS steps: NaN check, progress "
+                            "bar, SIGTERM poll (default: 1 on the CPU, 50 on a GPU)")
+    add_config_arguments(train, TrainConfig, "training", values)
+    add_config_arguments(train, GoogLeNetConfig, "model", values.model)
+    recipe = next(a for a in train._actions if "--recipe" in a.option_strings)
+    recipe.choices, recipe.metavar = list(RECIPES), "NAME"
+    return train
+
+
+MODEL_HELP = ("a run directory of `inception train` (or `inception import-caffe`), or its "
+              "model.safetensors")
+
+
+def _eval_parser(sub, parents: list) -> argparse.ArgumentParser:
+    ev = sub.add_parser(
+        "eval", help="top-1/top-5 with 1, 10 or 144 crops, and ensembles", parents=parents,
+        description="Evaluate a trained model (or an ensemble) as the paper's section 7 does: "
+                    "softmax averaged over crops and models.")
+    ev.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    ev.add_argument("data", nargs="?", default=None, metavar="DATA",
+                    help="'fashion-mnist' or an image folder with val/ (default: the model's)")
+    ev.add_argument("--ensemble", nargs="+", metavar="MODEL", help="more models to average")
+    ev.add_argument("--subset", type=int, metavar="N", help="only the first N images")
+    ev.add_argument("--batch-size", type=int, default=None, metavar="N",
+                    help="images per batch (default: the model's evaluation batch)")
+    ev.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="DataLoader worker processes for image folders (in-memory data sets "
+                         "use none; default 2)")
+    ev.add_argument("--out", metavar="DIR",
+                    help="folder for the confusion PNG and JSON (default: the model's)")
+    return ev
+
+
+def _predict_parser(sub, parents: list) -> argparse.ArgumentParser:
+    pr = sub.add_parser("predict", help="classify images", parents=parents,
+                        description="Print the top classes of each image with probabilities.")
+    pr.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
+    pr.add_argument("--topk", type=int, default=5, metavar="K",
+                    help="classes to print per image (default: 5)")
+    return pr
+
+
+def _export_parser(sub, parents: list) -> argparse.ArgumentParser:
+    ex = sub.add_parser("export", help="ONNX (fp32 or INT8) or a torch.export program",
+                        parents=parents,
+                        description="Export a trained model to FILE; the file carries its "
+                                    "config, preprocessing and class names.")
+    ex.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    ex.add_argument("file", metavar="FILE", help="the file to write (.onnx, or .pt2 for "
+                                                 "--format torch-export)")
+    ex.add_argument("--format", choices=("onnx", "torch-export"), default="onnx",
+                    help="onnx (default) or torch-export (a torch.export program)")
+    ex.add_argument("--int8", action="store_true",
+                    help="onnxruntime static INT8 quantization (QDQ, per-channel)")
+    ex.add_argument("--calibration", type=int, default=512, metavar="N",
+                    help="training images to calibrate INT8 on (default: 512)")
+    ex.add_argument("--check", type=int, default=1000, metavar="N",
+                    help="evaluation images to check the export on (default: 1000)")
+    ex.add_argument("--data", default=None, metavar="DATA",
+                    help="data to check and calibrate on (default: the model's)")
+    ex.add_argument("--force", action="store_true", help="overwrite FILE")
+    return ex
+
+
+def _bench_parser(sub, parents: list) -> argparse.ArgumentParser:
+    be = sub.add_parser("bench", help="inference (and training) speed beside torchvision's",
+                        parents=parents,
+                        description="Our paths next to torchvision's googlenet in eager PyTorch "
+                                    "and ONNX Runtime, alternated in one process, medians.")
+    be.add_argument("--batch-size", type=int, default=None, metavar="N",
+                    help="images per batch (default: 32 on the CPU, 256 on a GPU)")
+    be.add_argument("--image-size", type=int, default=224, metavar="PX",
+                    help="input side in pixels (default: 224)")
+    be.add_argument("--repeats", type=int, default=5, metavar="N",
+                    help="alternating rounds (default: 5)")
+    be.add_argument("--train", action="store_true", help="also a training step with aux heads")
+    be.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    return be
+
+
+def _experiment_parser(sub, parents: list) -> argparse.ArgumentParser:
+    from inception.experiments.claims import DEFAULT_SEEDS, EXPERIMENTS
+
+    exp = sub.add_parser(
+        "experiment", help="test one of the paper's design claims (or all six) as an ablation",
+        parents=parents,
+        description="Train each arm of the experiment over several seeds (resumable: finished "
+                    "runs are kept, interrupted ones resume), then print its table and write "
+                    "its table, JSON and plot. Experiments: " + ", ".join(EXPERIMENTS) + ".")
+    exp.add_argument("name", metavar="NAME", choices=(*EXPERIMENTS, "all"),
+                     help="an experiment's name, or all")
+    exp.add_argument("--out", default="runs/experiments", metavar="DIR",
+                     help="folder of the runs and results (default runs/experiments)")
+    exp.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+                     help=f"seeds 0 .. N-1 for every arm (default {DEFAULT_SEEDS})")
+    return exp
+
+
+def _import_caffe_parser(sub, parents: list) -> argparse.ArgumentParser:
+    ic = sub.add_parser(
+        "import-caffe", help="import Caffe's bvlc_googlenet.caffemodel as a model directory",
+        parents=parents,
+        description="Read a bvlc_googlenet .caffemodel (either Caffe layer format; no Caffe "
+                    "needed), check it layer by layer and write model.safetensors + model.json, "
+                    "which eval, predict and export take like any trained model.")
+    ic.add_argument("caffemodel", metavar="CAFFEMODEL", help="the downloaded .caffemodel file")
+    ic.add_argument("--out", required=True, metavar="DIR", help="the model directory to write")
+    ic.add_argument("--classes", metavar="FILE",
+                    help="class names, one per line (default: ImageNet's, for 1000 outputs)")
+    ic.add_argument("--force", action="store_true", help="replace a model already in --out")
+    return ic
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    from inception import __version__
+
+    return (f"inception {__version__} (torch {version('torch')}, torchvision "
+            f"{version('torchvision')}, Python {platform.python_version()})")
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None = None,
+                 train_values: TrainConfig | None = None) -> Parser:
+    """The `inception` parser; `commands` maps each command to the function that runs it
+    (`args.func`). `train_values` is the config `train --help` shows as its defaults (the
+    default recipe's when None)."""
+    from inception.recipes import get_recipe
+
+    parser = Parser(
+        prog="inception",
+        description="GoogLeNet from 'Going Deeper with Convolutions' (Szegedy et al., 2014).")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
+    values = train_values or get_recipe("fashion-mnist")
+    parsers = {
+        "summary": _summary_parser(sub, _shared("--json")),
+        "train": _train_parser(sub, _shared("--device", "--data-dir", "--compile", "--no-progress"),
+                               values),
+        "eval": _eval_parser(sub, _shared("--device", "--crops", "--precision", "--data-dir",
+                                          "--json")),
+        "predict": _predict_parser(sub, _shared("--device", "--crops", "--precision", "--json")),
+        "export": _export_parser(sub, _shared("--data-dir", "--json")),
+        "bench": _bench_parser(sub, _shared("--device", "--compile", "--json")),
+        "experiment": _experiment_parser(sub, _shared("--device", "--data-dir", "--no-progress")),
+        "import-caffe": _import_caffe_parser(sub, _shared()),
+    }
+    for name, p in parsers.items():
+        p.set_defaults(func=(commands or {}).get(name))
+    parser.subcommands = parsers
+    return parser
+
+
+def help_values(argv: Sequence[str]) -> TrainConfig | None:
+    """For `inception train ... --help`: the config the other arguments resolve to, so that
+    help shows the values of the run they would start (None when they do not resolve)."""
+    if "train" not in argv or not {"-h", "--help"} & set(argv):
+        return None
+    probe = build_parser()
+    rest = [a for a in argv if a not in ("-h", "--help")]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            args, _ = probe.parse_known_args(rest)
+        return train_config_from_arguments(args)[0]
+    except (SystemExit, UsageError, ValueError, TypeError):
+        return None
