@@ -13,39 +13,50 @@ path given to `--json-out`) then holds:
 - `command`, `arguments` (the parsed flags), `date` (UTC), `figures` (the unrounded numbers
   behind the tables) and `output` (everything the script printed, as printed).
 
-`benchmarks/results/README.md` describes the fields. This module has no dependency beyond the
-standard library; the packages whose versions it records are imported when it writes.
+`benchmarks/results/README.md` describes the fields. `machine`, `versions` and `git` are
+`inception.provenance`'s, the record every run and evaluation of the library stores too, so a
+benchmark and a run on the same machine describe it in the same words.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
-import importlib.metadata
 import io
 import json
 import math
-import os
-import platform
 import shlex
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from inception import provenance
+from inception.provenance import CPU_FLAGS_OF_INTEREST, PACKAGES
+
+__all__ = ["CPU_FLAGS_OF_INTEREST", "PACKAGES", "Recorder", "add_json_out_argument",
+           "git_state", "machine", "versions"]
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORMAT = 1
 
-# The flags that change which kernels torch, oneDNN and ONNX Runtime pick on x86 and Arm.
-CPU_FLAGS_OF_INTEREST = (
-    "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "bf16", "i8mm",
-    "sve", "sve2",
-)
-PACKAGES = ("torch", "torchvision", "inception", "onnxruntime")
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and flags, cores, memory, the first GPU
+    when CUDA has one (`inception.provenance.machine`)."""
+    return provenance.machine()
+
+
+def versions() -> dict[str, str | None]:
+    """Python's version and each of `PACKAGES`' (`inception.provenance.versions`)."""
+    return provenance.versions()
+
+
+def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The commit checked out at `root` (this checkout by default) and whether tracked files
+    differ from it (`inception.provenance.git_state`)."""
+    return provenance.git_state(root)
 
 
 def add_json_out_argument(parser: argparse.ArgumentParser) -> None:
@@ -53,109 +64,6 @@ def add_json_out_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json-out", default=None, metavar="PATH",
                         help="write the run's JSON record here (default: benchmarks/results/"
                              "<script>-<UTC time>.json)")
-
-
-def _cpuinfo() -> dict[str, str]:
-    """The first processor's `key: value` lines of /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
-def _lscpu_model() -> str | None:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for line in out.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "Model name":
-            return value.strip()
-    return None
-
-
-def _memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _gpu_name() -> str | None:
-    """The first CUDA device's name when torch sees one (torch is imported only here)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on: CPU model and flags, cores, memory, GPU."""
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        "cpu_model": info.get("model name") or _lscpu_model() or platform.processor() or None,
-        "architecture": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "cores_usable": usable,
-        "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
-        "memory_gib": _memory_gib(),
-        "gpu": _gpu_name(),
-        "os": platform.platform(),
-    }
-
-
-def versions() -> dict[str, str | None]:
-    """Python's version and each package's (None where it is missing). A package's own
-    `__version__` comes first: it names the build (torch's `+cu130`), and for inception, installed
-    editable, it is the checkout's version where the installed metadata may be older."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = str(importlib.import_module(name).__version__)
-        except ImportError:
-            found[name] = None
-        except AttributeError:
-            try:
-                found[name] = importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                found[name] = None
-    return found
-
-
-def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """The commit checked out at `root` and whether tracked files differ from it (`dirty`, with
-    the paths); all None outside a git checkout. Untracked files (new records among them) do
-    not count."""
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True,
-                                  text=True, timeout=30)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return proc.stdout if proc.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    if commit is None or status is None:
-        return {"commit": None, "dirty": None, "changed_files": None}
-    changed = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"commit": commit.strip(), "dirty": bool(changed), "changed_files": changed}
 
 
 def _clean(value: Any) -> Any:

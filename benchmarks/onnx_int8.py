@@ -93,7 +93,7 @@ def main() -> None:
             onnx.save(export.to_onnx_model(lp), str(p32))
             train, _ = fashion_mnist()
             calib = F.interpolate(train.images[:64].float(), size=224, mode="bilinear")
-            calib = lp.normalize(calib.clamp(0, 255).expand(-1, 3, -1, -1))
+            calib = lp.normalize(calib.clamp(0, 255).div(255).expand(-1, 3, -1, -1))  # [0, 1]
             export.quantize_int8(p32, p8, calib)
             b = args.batch_sizes[0]
             x = lp.normalize(torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8))

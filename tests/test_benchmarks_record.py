@@ -110,3 +110,17 @@ def test_git_state_reads_the_commit_and_whether_tracked_files_changed(tmp_path, 
     assert record.git_state(repo)["dirty"] is False
     (repo / "a.txt").write_text("2\n")
     assert record.git_state(repo) == {"commit": head, "dirty": True, "changed_files": ["a.txt"]}
+
+
+def test_machine_versions_and_git_are_the_librarys_provenance(tmp_path, monkeypatch):
+    """A benchmark record and a run's `results.json` describe the machine in the same words:
+    both come from `inception.provenance`."""
+    from inception import provenance
+
+    monkeypatch.setattr(provenance, "machine", lambda device=None: {"cpu_model": "Fake CPU"})
+    monkeypatch.setattr(provenance, "versions", lambda: {"torch": "0.0-fake"})
+    monkeypatch.setattr(provenance, "git_state", lambda root=None: {"commit": str(root)})
+    data = _strict_json(record.Recorder("lrn.py").write({}, results_dir=tmp_path))
+    assert data["machine"] == {"cpu_model": "Fake CPU"}
+    assert data["versions"] == {"torch": "0.0-fake"}
+    assert data["git"] == {"commit": str(ROOT)}

@@ -45,7 +45,7 @@ def test_plot_writes_a_png(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["summary", "--width", "-1"], "width must be positive"),
+    (["summary", "--width", "-1"], "--width must be a number in (0, 8]; got -1"),
     (["summary", "--image-size", "32"], "aux_pool='5x5/3' needs"),
     # refused before any timing, not after the inference rows
     (["bench", "--train", "--image-size", "96", "--device", "cpu"], "on the 6x6 map"),

@@ -113,8 +113,8 @@ def test_cli_eval_10_crops_and_an_ensemble(fashion_run, tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["crops"] == 10 and result["models"] == 2 and result["cost"] == 20
     assert result["top1"] > 50 and len(result["per_class_top1"]) == 10
-    assert (tmp_path / "eval-10crop-2models.png").exists()
-    assert (tmp_path / "eval-10crop-2models.json").exists()
+    assert (tmp_path / "eval-10crop-2models-subset200.png").exists()
+    assert (tmp_path / "eval-10crop-2models-subset200.json").exists()
 
 
 def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, tmp_path, capsys):
@@ -129,7 +129,7 @@ def test_cli_eval_on_a_folder_with_144_crops(folder_run, image_folder, tmp_path,
                  str(tmp_path), "--json", "--precision", "fp32"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["crops"], result["cost"], result["images"]) == (144, 144, 4)
-    assert (tmp_path / "eval-144crop.png").exists()
+    assert (tmp_path / "eval-144crop-subset4-fp32.png").exists()  # the run trained in bf16
     loaded = inception.load(folder_run)
     _, val_dir, classes = data_lib.image_folder_splits(image_folder)
     folder = data_lib.ImageFolderDataset(val_dir, classes, v2.PILToTensor(), loaded.channels,
@@ -178,10 +178,11 @@ def test_cli_model_errors_are_one_line(tmp_path, fashion_model, capsys):
     (tmp_path / "model.json").write_text((fashion_model / "model.json").read_text())
     assert main(["eval", str(tmp_path)]) == 2
     assert main(["predict", str(tmp_path / "nothing"), "x.png"]) == 2
-    assert main(["predict", str(fashion_model), str(tmp_path / "model.json")]) == 2
+    # An unreadable image is reported and fails the command (1), not a usage error (2).
+    assert main(["predict", str(fashion_model), str(tmp_path / "model.json")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "Traceback" not in "".join(err)
-    assert "truncated" in err[0] and "does not exist" in err[1] and "cannot read" in err[2]
+    assert "truncated" in err[0] and "does not exist" in err[1] and "not an image" in err[2]
 
 
 def test_the_confusion_plot_counts_predictions_of_absent_classes_as_other(tmp_path, monkeypatch):
@@ -232,6 +233,80 @@ def test_save_result_writes_the_json_and_the_confusion_matrix(fashion_model, tmp
     written = save_result(result, tmp_path / "out" / "eval-1crop.json")
     assert json.loads((tmp_path / "out" / "eval-1crop.json").read_text()) == written
     assert written == {**result.to_json(), "confusion_png": str(tmp_path / "out" /
-                                                                "eval-1crop.png")}
+                                                                "eval-1crop.png"),
+                       "provenance": written["provenance"]}  # test_provenance.py checks it
     assert (tmp_path / "out" / "eval-1crop.png").stat().st_size > 0
     assert "| test | 1 | 1 | 1 |" in format_result(result)
+
+
+def _eval_args(small_fashion_mnist_dir, *flags):
+    return ["--data-dir", small_fashion_mnist_dir, "--threads", "1", "--json", *flags]
+
+
+def test_eval_on_a_subset_keeps_the_full_evaluation_and_says_what_it_covers(
+        fashion_model, small_fashion_mnist_dir, tmp_path, capsys):
+    """`eval RUN --crops 10 --subset 10` writes a file named for its subset beside the full
+    10-crop evaluation, which stays as it was; the JSON records the data, subset, crops,
+    precision and models it covers."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(fashion_model, model)
+    full = model / "eval-10crop.json"  # a full evaluation, as an older version wrote it
+    full.write_text(json.dumps({"split": "test", "images": 10000, "models": 1, "crops": 10,
+                                "precision": "fp32", "top1": 91.5}))
+    before = full.read_bytes()
+    assert main(["eval", str(model), "--crops", "10", "--subset", "10",
+                 *_eval_args(small_fashion_mnist_dir)]) == 0
+    assert full.read_bytes() == before
+    written = json.loads((model / "eval-10crop-subset10.json").read_text())
+    assert (model / "eval-10crop-subset10.png").exists()
+    assert {k: written[k] for k in ("data", "subset", "crops", "precision", "model_paths",
+                                    "images")} == {
+        "data": "fashion-mnist", "subset": 10, "crops": 10, "precision": "fp32",
+        "model_paths": [str(model / "model.safetensors")], "images": 10}
+
+
+def test_a_different_evaluation_does_not_replace_a_result_without_force(
+        fashion_model, small_fashion_mnist_dir, tmp_path, capsys):
+    """The same evaluation again may rewrite its file; another one that would land on the same
+    file (other models, into one --out) is refused in one line until --force."""
+    import shutil
+
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "results"
+    for m in (a, b):
+        shutil.copytree(fashion_model, m)
+    flags = _eval_args(small_fashion_mnist_dir, "--subset", "8", "--out", str(out))
+    path = out / "eval-1crop-subset8.json"
+    assert main(["eval", str(a), *flags]) == 0
+    assert main(["eval", str(a), *flags]) == 0
+    kept = path.read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(b), *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{path} holds other results (model_paths" in err and "--force" in err
+    assert path.read_bytes() == kept
+    assert main(["eval", str(b), *flags, "--force"]) == 0
+    assert json.loads(path.read_text())["model_paths"] == [str(b / "model.safetensors")]
+
+
+def test_a_results_file_is_replaced_only_by_results_of_the_same_identity(tmp_path):
+    """As far as the file records it: a file written before the scope was recorded is compared
+    on what it has (crops, precision, images, ...); a file that is no JSON object is kept."""
+    from inception.files import ReplaceError, check_replace
+
+    path = tmp_path / "eval-10crop.json"
+    path.write_text(json.dumps({"images": 10000, "models": 1, "crops": 10, "precision": "fp32"}))
+    scope = {"data": "fashion-mnist", "subset": None, "crops": 10, "precision": "fp32",
+             "model_paths": ["/m/model.safetensors"]}
+    check_replace(path, scope)
+    check_replace(path, {**scope, "images": 10000})
+    with pytest.raises(ReplaceError, match=r"images 10000, these 10\); pass --force"):
+        check_replace(path, {**scope, "images": 10})
+    with pytest.raises(ReplaceError, match="precision fp32, these bf16"):
+        check_replace(path, {**scope, "precision": "bf16"})
+    path.write_text("notes")
+    with pytest.raises(ReplaceError, match="holds no results; pass --force"):
+        check_replace(path, scope)
+    check_replace(tmp_path / "nothing.json", scope)

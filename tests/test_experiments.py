@@ -286,7 +286,8 @@ def test_a_run_that_watches_gradients_writes_them_per_epoch(tmp_path, small_fash
 def test_cli_refuses_bad_arguments_in_one_line(capsys):
     assert main(["experiment", "dropout", "--seeds", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "inception experiment: error: --seeds 0: must be at least 1"
+    assert err == ("inception experiment: error: --seeds must be an integer from 1 to 100; "
+                   "got 0 (see inception experiment --help)")
     assert main(["experiment", "dropouts"]) == 2  # not one of the experiments: one line too
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

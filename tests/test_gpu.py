@@ -169,7 +169,7 @@ def test_eval_and_predict_on_the_gpu_match_the_cpu(fashion_run, fashion_mnist, t
     for device in ("cpu", "cuda"):
         assert main(["eval", str(fashion_run), "--crops", "10", "--subset", "500", "--device",
                      device, "--json", "--out", str(tmp_path / device), *DATA_DIR]) == 0
-    cpu, gpu = (json.loads((tmp_path / d / "eval-10crop.json").read_text())
+    cpu, gpu = (json.loads((tmp_path / d / "eval-10crop-subset500.json").read_text())
                 for d in ("cpu", "cuda"))
     assert abs(cpu["top1"] - gpu["top1"]) <= 0.4  # two images of 500, at most
     capsys.readouterr()

@@ -158,7 +158,7 @@ def test_reset_classifier():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(norm="batch"), "norm must be one of"),
-    (dict(width=0), "width must be positive"),
+    (dict(width=0), r"width must be a number in \(0, 8\]; got 0.0"),
     (dict(branch5x5_kernel=7), "branch5x5_kernel"),
     (dict(image_size=32), "aux_pool='5x5/3' needs at least a 5x5 map"),
     (dict(image_size=8, stem="imagenet", aux_logits=False), "too small"),

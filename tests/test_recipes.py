@@ -122,15 +122,15 @@ def test_weight_decay_skips_biases_and_bn():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"lr": float("inf")}, "lr must be a finite number"),
-    ({"lr": float("nan")}, "lr must be a finite number"),
-    ({"weight_decay": -1e-4}, "weight-decay must be non-negative"),
-    ({"momentum": 1.0}, "momentum must be in"),
-    ({"warmup_fraction": 0.0}, "warmup-fraction must be in"),
-    ({"lr_step_gamma": 1.5}, "lr-step-gamma must be in"),
-    ({"eval_batch_size": 0}, "eval-batch-size must be at least 1"),
-    ({"dropout": float("nan")}, "dropout must be a finite number"),
-    ({"aux_weight": float("inf")}, "aux_weight must be a finite number"),
+    ({"lr": float("inf")}, "lr must be a number greater than 0; got inf"),
+    ({"lr": float("nan")}, "lr must be a number greater than 0; got nan"),
+    ({"weight_decay": -1e-4}, "weight_decay must be a number of at least 0"),
+    ({"momentum": 1.0}, "momentum must be a number in"),
+    ({"warmup_fraction": 0.0}, "warmup_fraction must be a number in"),
+    ({"lr_step_gamma": 1.5}, "lr_step_gamma must be a number in"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be an integer from 1 to 65536"),
+    ({"dropout": float("nan")}, "dropout must be a number in"),
+    ({"aux_weight": float("inf")}, "aux_weight must be a number of at least 0; got inf"),
 ])
 def test_non_finite_and_out_of_range_settings_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):

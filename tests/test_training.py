@@ -1,5 +1,6 @@
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -242,3 +243,112 @@ def test_a_run_with_a_validation_split_reports_both(tmp_path, small_fashion_mnis
     assert results["val_loss"] != results["test_loss"]  # two splits, not one evaluated twice
     assert "(the split to tune on)" in out and "test top-1" in out
     assert _metrics(tmp_path / "run")[0]["val_top1"] == f"{results['val_top1']}"
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, small_fashion_mnist_dir):
+    """(run directory, its log lines): 90 images in batches of 32, one epoch, width 1/8."""
+    logger, lines = logging.getLogger("inception"), _Lines()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(lines)
+    try:
+        cfg = _small(width=0.125, subset=90, epochs=1, batch_size=32)
+        run = train(cfg, out=tmp_path_factory.mktemp("tiny") / "run", progress=False,
+                    device="cpu", data_dir=small_fashion_mnist_dir)
+    finally:
+        logger.removeHandler(lines)
+        logger.setLevel(level)
+    return run.run_dir, lines.lines
+
+
+@pytest.mark.slow
+def test_a_run_says_how_many_images_each_epoch_leaves_out(tiny_run):
+    """Whole batches only (which images are trained on is unchanged): 90 images in batches of
+    32 train on 64 an epoch, said once at the start and recorded in `results.json`."""
+    run_dir, lines = tiny_run
+    said = [line for line in lines if "each epoch trains on" in line]
+    assert said == ["each epoch trains on 64 of the 90 training images, in whole batches of 32: "
+                    "the 26 that its shuffle puts last (different ones each epoch) are left out; "
+                    "a --batch-size that divides 90 uses them all"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["images_per_epoch"] == 64 and results["left_out_per_epoch"] == 26
+
+
+@pytest.mark.parametrize("n,batch,left_out", [(90, 32, 26), (90, 30, 0), (60000, 256, 96)])
+def test_the_batches_count_the_images_each_epoch_leaves_out(n, batch, left_out):
+    from inception import data as data_lib
+    from inception.train.loaders import loader_batches, tensor_batches
+
+    split = data_lib.TensorSplit(torch.zeros(n, 1, 1, 1, dtype=torch.uint8),
+                                 torch.zeros(n, dtype=torch.long))
+    cfg = _small(batch_size=batch)
+    in_memory = tensor_batches(split, batch, cfg, (0.5,), (0.25,), train=True)
+    from_files = loader_batches(data_lib.TensorImageDataset(split, None), batch, cfg, True,
+                                pin=False)
+    for batches in (in_memory, from_files):
+        assert (batches.left_out, batches.num_batches) == (left_out, n // batch)
+    assert tensor_batches(split, batch, cfg, (0.5,), (0.25,), train=False).left_out == 0
+
+
+def _snapshot(folder):
+    """Every path under `folder` (and itself): its mtime, and a file's bytes."""
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None)
+            for p in [folder, *sorted(folder.rglob("*"))]}
+
+
+def _finished_run(run_dir, epochs):
+    """A run directory as a finished run leaves it, trimmed to what `train --resume` reads:
+    `config.json`, a checkpoint at the end of its last epoch, `results.json`."""
+    cfg = get_recipe("fashion-mnist").replace(epochs=epochs)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"train": cfg.to_dict(),
+                                                     "data": "fashion-mnist"}))
+    torch.save({"format": 2, "train_config": cfg.to_dict(), "epoch": epochs, "step": 10},
+               run_dir / "checkpoints" / "last.pt")
+    (run_dir / "results.json").write_text(json.dumps({"epochs": epochs, "plots": []}))
+    return run_dir
+
+
+def test_resume_of_a_finished_run_says_so_and_touches_nothing(tmp_path, caplog, capsys):
+    run_dir = _finished_run(tmp_path / "run", 2)
+    before = _snapshot(run_dir)
+    with caplog.at_level(logging.INFO, logger="inception"):
+        assert main(["train", "--resume", "--out", str(run_dir), "--no-progress",
+                     "--threads", "1"]) == 0
+    assert f"{run_dir} is finished (2 epochs); nothing to do" in caplog.messages
+    assert _snapshot(run_dir) == before
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny_run, small_fashion_mnist_dir,
+                                                             caplog, capsys):
+    """A run trained to its end: `train --resume` trains nothing and writes nothing."""
+    run_dir, _ = tiny_run
+    before = _snapshot(run_dir)
+    with caplog.at_level(logging.INFO, logger="inception"):
+        assert main(["train", "--resume", "--out", str(run_dir), "--data-dir",
+                     small_fashion_mnist_dir, "--no-progress", "--threads", "1"]) == 0
+    assert f"{run_dir} is finished (1 epoch); nothing to do" in caplog.messages
+    assert not any("resuming" in m for m in caplog.messages)
+    assert _snapshot(run_dir) == before
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_batch_larger_than_the_training_set_says_what_to_pass(tmp_path,
+                                                                small_fashion_mnist_dir):
+    cfg = _small(subset=91, batch_size=256)
+    with pytest.raises(RunError, match="--batch-size 256 is larger than the 91 training images; "
+                                       "pass --batch-size 91 or less"):
+        train(cfg, out=tmp_path / "run", progress=False, data_dir=small_fashion_mnist_dir)
+    assert not (tmp_path / "run").exists()

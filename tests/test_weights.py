@@ -138,3 +138,27 @@ def test_an_old_model_json_without_the_newer_preprocessing_keys_loads(tmp_path, 
     (tmp_path / "model.json").write_text(json.dumps(meta))
     old, new = inception.load(tmp_path), inception.load(fashion_model)
     assert old.preprocessing == new.preprocessing and old.channels == 1
+
+
+def test_normalize_takes_float_pixels_in_0_1_and_refuses_other_ranges(fashion_model):
+    """uint8 is 0-255; float is [0, 1], checked, never guessed: 0.5 is half intensity, not
+    0.5 / 255 (about -0.80 after normalisation), and a float image in 0-255 is refused with the
+    range it has."""
+    loaded = inception.load(fashion_model)
+    p = loaded.preprocessing
+    pixels = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(loaded.normalize(pixels), p.normalize(pixels))
+    torch.testing.assert_close(loaded.normalize(pixels.double() / 255), p.normalize(pixels))
+    half = loaded.normalize(torch.full((1, 28, 28), 0.5))
+    torch.testing.assert_close(half, torch.full((1, 28, 28), (0.5 - p.mean[0]) / p.std[0]))
+    with pytest.raises(ValueError, match=r"images: float pixels must be in \[0, 1\]; found "
+                                         r"values in \[0, 255\]"):
+        loaded.normalize(torch.linspace(0, 255, 784).view(1, 1, 28, 28))
+    with pytest.raises(ValueError, match="nan"):
+        loaded.normalize(torch.full((1, 28, 28), float("nan")))
+    with pytest.raises(TypeError, match=r"images: .*torch\.int64"):
+        loaded.normalize(pixels.long())
+    with pytest.raises(TypeError, match=r"images: expected a torch\.Tensor"):
+        loaded.normalize(pixels.numpy())
+    with pytest.raises(ValueError, match=r"1 channel\(s\); got shape \(2, 3, 28, 28\)"):
+        loaded.normalize(pixels.expand(-1, 3, -1, -1))

@@ -5,7 +5,7 @@
 >>> small = inception.googlenet(num_classes=10, stem="small", image_size=28, width=0.5,
 ...                             aux_pool="adaptive")  # 4a is 7x7: a pool that covers it
 >>> trained = inception.load("runs/fashion-mnist-20261125-101500")   # model, preprocessing, classes
->>> inception.predict(trained, ["shirt.jpg"], topk=3)          # top classes of image files
+>>> inception.predict(trained, "shirt.jpg", topk=3)   # files, PIL images or uint8/float tensors
 >>> ported = inception.from_torchvision("googlenet-1378be20.pth", transform_input=True)
 >>> caffe = inception.from_caffe("bvlc_googlenet.caffemodel")   # Caffe's model zoo weights
 """

@@ -114,6 +114,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"stopped after epoch {args.stop_after}; continue with: inception train "
               f"--resume --out {args.out}")
         return 0
+    if run.already_finished:  # train() said so; it changed nothing
+        return 0
     r = run.results
     if "test_top1" in r and "val_top1" in r:  # a held-out validation split (--val-images)
         print(f"\nval top-1 {r['val_top1']:.2f}%  top-5 {r['val_top5']:.2f}% (the split to tune "
@@ -144,6 +146,7 @@ def _load_models(paths: Sequence[str], device: str = "cpu"):
 def _eval(args: argparse.Namespace) -> int:
     from inception import evaluation
     from inception.data import DataError
+    from inception.files import ReplaceError, check_replace
 
     models = _load_models([args.model, *(args.ensemble or [])], args.device)
     try:
@@ -152,17 +155,23 @@ def _eval(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     if data != "fashion-mnist" and not Path(data).is_dir():
         raise UsageError(f"DATA {data}: not 'fashion-mnist' and not a folder with val/")
+    out = Path(args.out) if args.out else models[0].path.parent
     try:
+        scope = evaluation.result_scope(models, data, args.crops, args.subset, args.precision)
+        path = out / evaluation.result_name(models, scope, None if args.data else data)
+        if not args.force:  # before the evaluation, which may take long
+            check_replace(path, scope)
         result = evaluation.evaluate(models, data, crops=args.crops, subset=args.subset,
                                      batch_size=args.batch_size, workers=args.workers,
                                      data_dir=args.data_dir, progress=not args.json,
                                      precision=args.precision)
     except (DataError, ValueError) as e:
         raise UsageError(str(e)) from e
-    out = Path(args.out) if args.out else models[0].path.parent
-    name = f"eval-{args.crops}crop" + (f"-{len(models)}models" if len(models) > 1 else "")
     try:
-        written = evaluation.save_result(result, out / f"{name}.json")
+        written = evaluation.save_result(result, path, scope, force=args.force,
+                                         device=models[0].device)
+    except ReplaceError as e:
+        raise UsageError(str(e)) from e
     except OSError as e:
         raise UsageError(f"--out {out}: cannot write the results ({e.strerror})") from e
     if args.json:
@@ -170,27 +179,35 @@ def _eval(args: argparse.Namespace) -> int:
         return 0
     print(evaluation.format_result(result))
     print(f"confusion matrix: {written['confusion_png']}")
-    print(f"results:          {out / (name + '.json')}")
+    print(f"results:          {path}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from inception.predict import PredictError, predict
+    """Every readable image's top classes; each one that cannot be read is one line on stderr
+    (the file and why) and, with --json, an entry with an "error". Exit status 1 if any failed."""
+    from inception.predict import predict
 
     (model,) = _load_models([args.model], args.device)
-    try:
-        results = predict(model, args.images, topk=args.topk, crops=args.crops,
-                          precision=args.precision)
-    except PredictError as e:
-        raise UsageError(str(e)) from e
+    classes = len(model.classes)
+    if args.topk is not None and args.topk > classes:
+        raise UsageError(f"--topk {args.topk}: the model has {classes} classes; pass at most "
+                         f"{classes}")
+    topk = min(5, classes) if args.topk is None else args.topk
+    results = predict(model, args.images, topk=topk, crops=args.crops,
+                      precision=args.precision, errors="report")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"inception predict: {r['image']}: {r['error']}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        print(r["image"])
-        for p in r["predictions"]:
-            print(f"  {p['probability'] * 100:6.2f}%  {p['class']}")
-    return 0
+    else:
+        for r in results:
+            if "error" not in r:
+                print(r["image"])
+                for p in r["predictions"]:
+                    print(f"  {p['probability'] * 100:6.2f}%  {p['class']}")
+    return 1 if failed else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -218,12 +235,17 @@ def _export(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
         return 0
     print(f"{report.format}: {report.path}")
-    print(f"checked on {report.checked_images} images: max |logits - PyTorch's| = "
+    every = (f" (all the data has; --check asked for {args.check})"
+             if report.checked_images < args.check and args.format == "onnx" else "")
+    print(f"checked on {report.checked_images} images{every}: max |logits - PyTorch's| = "
           f"{report.max_abs_diff:.2e}")
     if report.accuracy:
         a, sp = report.accuracy, report.speed
         print(f"top-1 fp32 {a['fp32_top1']:.2f}%  int8 {a['int8_top1']:.2f}%  "
               f"(drop {a['drop']:.2f} points)")
+        every = (f" (all the data has; --calibration asked for {args.calibration})"
+                 if report.calibration_images < args.calibration else "")
+        print(f"calibrated on {report.calibration_images} training images{every}")
         print(f"onnxruntime, batch {sp['batch']}: fp32 {sp['fp32_img_s']:.0f} img/s, int8 "
               f"{sp['int8_img_s']:.0f} img/s ({sp['speedup']:.2f}x)")
     return 0
@@ -326,8 +348,6 @@ def _experiment(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("runs its arms one after another in one process; launch it without "
                          "torchrun")
-    if args.seeds < 1:
-        raise UsageError(f"--seeds {args.seeds}: must be at least 1")
     experiments, seeds, out = claims.select(args.name), list(range(args.seeds)), Path(args.out)
     try:
         runner.train_arms(experiments, out, seeds, device=args.device,
@@ -374,9 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level if args.verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("inception").setLevel(level)
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise UsageError(f"--threads {args.threads}: must be at least 1")
+        if args.threads is not None:  # 1 to 1024, checked by the parser (`flags.number`)
             import torch
 
             torch.set_num_threads(args.threads)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +202,39 @@ class TensorImageDataset(Dataset):
 
 # -- image folders --------------------------------------------------------------------------------
 
+def recorded_path(data: str | Path) -> str:
+    """`data` as a run records it (`config.json`, `model.json`, `results.json`): "fashion-mnist",
+    or the folder's absolute path, so that the run directory works from any working directory
+    and wherever it is moved while the data stays put (`resolve_recorded_path` reads it back)."""
+    data = str(data)
+    return data if data == "fashion-mnist" else os.path.abspath(data)
+
+
+def resolve_recorded_path(recorded: str, run_dir: Path, source: str, give: str) -> str:
+    """The folder a run directory's recorded data path `recorded` names, from here.
+
+    An absolute path that exists is used as it is; a relative one (run directories written
+    before paths were recorded absolute) is tried from the working directory. Failing that, the
+    path (for an absolute one: its last part) is looked for in `run_dir` and each folder above
+    it: a project moved or copied whole, its runs beside or below its data, still finds it.
+    Nothing found is a `DataError` naming `source` (the file that records the path) and `give`,
+    what to pass instead."""
+    if recorded == "fashion-mnist":
+        return recorded
+    path = Path(recorded)
+    if path.is_dir():
+        return recorded
+    tail = Path(path.name) if path.is_absolute() else path
+    for folder in (Path(os.path.abspath(run_dir)), *Path(os.path.abspath(run_dir)).parents):
+        candidate = folder / tail
+        if candidate.is_dir():
+            log.info("DATA %s (recorded in %s) is not there from here; using %s", recorded,
+                     source, candidate)
+            return str(candidate)
+    raise DataError(f"DATA {recorded} (recorded in {source}) is not found from here, nor in "
+                    f"{run_dir} or any folder above it; {give}")
+
+
 def folder_classes(root: Path) -> list[str]:
     """The class folders of `root`, sorted, after checking that each holds at least one image."""
     if not root.is_dir():
@@ -310,12 +344,23 @@ def _open(path: str, min_side: int | None = None):
             image.load()
     except FileNotFoundError as e:
         raise ImageError(f"{path}: no such file") from e
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+    except Image.UnidentifiedImageError as e:  # its message repeats the file object's repr
+        raise ImageError(f"{path}: not an image (cannot identify image file)") from e
+    except OSError as e:
+        # open()'s own errors (a folder, no permission) carry the path again: strerror alone.
+        why = f"cannot read it ({e.strerror})" if e.filename else _decode_error(e)
+        raise ImageError(f"{path}: {why}") from e
+    except (ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         # PIL's errors for corrupt, truncated, empty and non-image files are all of these kinds.
-        raise ImageError(f"{path}: not a decodable image ({type(e).__name__}: {e})") from e
+        raise ImageError(f"{path}: {_decode_error(e)}") from e
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{path}: an empty image ({image.width}x{image.height})")
     return image
+
+
+def _decode_error(e: BaseException) -> str:
+    """The reason a file did not decode, once: PIL's message, or the error's kind without one."""
+    return f"not a decodable image ({str(e) or type(e).__name__})"
 
 
 def _draft(image, min_side: int) -> None:
@@ -337,9 +382,15 @@ def load_image(path: str | Path, mode: str = "RGB", min_side: int | None = None)
     the pipeline resizes to."""
     image = _open(str(path), min_side)
     try:
-        return _convert(to_8bit(image), mode)
+        return convert_image(image, mode)
     except (OSError, ValueError) as e:
         raise ImageError(f"{path}: cannot convert its {image.mode} pixels ({e})") from e
+
+
+def convert_image(image, mode: str = "RGB"):
+    """A decoded PIL image in `mode` ("RGB" or "L") as `load_image` gives a file's: 16-bit
+    scaled to 8 bits, transparency composited onto white, CMYK and palette converted."""
+    return _convert(to_8bit(image), mode)
 
 
 def _convert(image, mode: str):

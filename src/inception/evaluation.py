@@ -35,6 +35,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -47,6 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from inception.data import LabelledImages, Skipped, collate_skipping
 from inception.devices import autocast
+from inception.files import check_replace
 from inception.metrics import EvalResult, Tally
 from inception.preprocessing import (
     CROP_SCHEMES,
@@ -57,14 +60,15 @@ from inception.preprocessing import (
     extract_crops,
     resized_size,
 )
-from inception.weights import LoadedModel
+from inception.provenance import provenance
+from inception.weights import META_FILE, LoadedModel
 
 __all__ = [
     "CROP_SCHEMES", "PAPER_SCALES", "PAPER_TABLE3", "Crop", "EvalResult", "crop_boxes",
     "eval_images", "evaluate", "extract_crops", "format_result", "largest_scale",
     "log_probabilities", "model_data", "model_logits", "model_views", "predict_probabilities",
-    "resized_size", "save_confusion", "save_result", "tally_batches", "trained_precision",
-    "view_batches",
+    "resized_size", "result_name", "result_scope", "save_confusion", "save_result",
+    "tally_batches", "trained_precision", "view_batches",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,14 +146,19 @@ def largest_scale(models: Sequence[LoadedModel], crops: int = 144) -> int:
 
 def model_data(model: LoadedModel, data: str | None, flag: str) -> str:
     """`data`, or else the data set `model` was trained on (`model.json`'s "data"; Fashion-MNIST
-    for the oldest files). Imported weights name none (`null`): `flag` must then be given."""
-    from inception.data import DataError
+    for the oldest files), found from any working directory (`data.resolve_recorded_path`).
+    Imported weights name none (`null`): `flag` must then be given."""
+    from inception.data import DataError, resolve_recorded_path
 
-    data = data or model.meta.get("data", "fashion-mnist")
-    if data is None:
+    recorded = data or model.meta.get("data", "fashion-mnist")
+    if recorded is None:
         raise DataError(f"MODEL {model.path} was not trained here and has no data set of its "
                         f"own; give {flag}, an image folder with val/CLASS/ subfolders")
-    return data
+    if data or model.path is None:
+        return recorded
+    meta = Path(model.path).with_name(META_FILE)
+    return resolve_recorded_path(recorded, meta.parent, str(meta),
+                                 f"give {flag}, the image folder the model was trained on")
 
 
 def eval_images(data: str, models: Sequence[LoadedModel], subset: int | None = None,
@@ -203,6 +212,11 @@ def trained_precision(model: LoadedModel) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             recorded = None
     return recorded if recorded in PRECISIONS else "fp32"
+
+
+def _joined(precisions: Sequence[str]) -> str:
+    """An evaluation's precision: the models' one, or each model's, comma-separated."""
+    return precisions[0] if len(set(precisions)) == 1 else ",".join(precisions)
 
 
 def _precisions(models: Sequence[LoadedModel], precision: str | None) -> list[str]:
@@ -282,6 +296,10 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         raise ValueError("no models to evaluate")
     if crops not in CROP_SCHEMES:
         raise ValueError(f"--crops must be one of {', '.join(map(str, CROP_SCHEMES))}; got {crops}")
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int)
+                               or subset < 1):
+        raise ValueError(f"subset must be None (every image) or an integer of at least 1; got "
+                         f"{subset!r}")
     classes = models[0].classes
     for m in models[1:]:
         if m.classes != classes or m.channels != models[0].channels:
@@ -289,6 +307,9 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
                              f"{models[0].path}'s; an ensemble needs models of one task")
     precisions = _precisions(models, precision)
     images, split = eval_images(data, models, subset, data_dir, crops)
+    if subset is not None and len(images) < subset:
+        log.warning("--subset %d: the %s split has %d images; evaluating all of them", subset,
+                    split, len(images))
     batch_size = batch_size or max(1, 1000 // crops)
     device = models[0].device
     bar = None
@@ -307,8 +328,9 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         bar.close()
     return EvalResult.from_totals(
         split, totals, classes, models=len(models), crops=crops,
-        precision=precisions[0] if len(set(precisions)) == 1 else ",".join(precisions),
-        images_per_s=totals[3] / seconds, model_paths=tuple(str(m.path) for m in models))
+        precision=_joined(precisions),
+        images_per_s=totals[3] / seconds,
+        model_paths=tuple(os.path.abspath(m.path) for m in models))
 
 
 def format_result(result: EvalResult) -> str:
@@ -347,13 +369,55 @@ def save_confusion(path: Path, result: EvalResult) -> Path:
     return path
 
 
-def save_result(result: EvalResult, path: str | Path) -> dict[str, Any]:
+def result_scope(models: Sequence[LoadedModel], data: str, crops: int = 1,
+                 subset: int | None = None, precision: str | None = None) -> dict[str, Any]:
+    """What an evaluation covers, as its JSON records it: `data` ("fashion-mnist" or a folder's
+    absolute path), `subset` (None: all), `crops`, `precision` and the models' `model_paths`.
+    A results file is replaced only by an evaluation of the same scope (`files.check_replace`:
+    as far as the file records it)."""
+    from inception.data import recorded_path
+
+    return {"data": recorded_path(data), "subset": subset, "crops": crops,
+            "precision": _joined(_precisions(models, precision)),
+            "model_paths": [os.path.abspath(m.path) for m in models]}
+
+
+def result_name(models: Sequence[LoadedModel], scope: dict[str, Any],
+                own_data: str | None = None) -> str:
+    """The results file of `scope`: eval-{crops}crop, then what differs from the models' full
+    evaluation on their own data (`own_data`, if `model_data` found it already) in their own
+    precision: -{N}models, -on-{DATA}, -subset{N}, -{PRECISION}; ".json"."""
+    from inception.data import DataError, recorded_path
+
+    try:
+        own = recorded_path(own_data or model_data(models[0], None, "DATA"))
+    except DataError:  # imported weights name no data set: none is "other"
+        own = None
+    other = own is not None and scope["data"] != own
+    trained = _joined([trained_precision(m) for m in models])
+    parts = [f"{scope['crops']}crop", f"{len(models)}models" if len(models) > 1 else "",
+             "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(scope["data"]).name) if other else "",
+             "" if scope["subset"] is None else f"subset{scope['subset']}",
+             "" if scope["precision"] == trained else scope["precision"].replace(",", "-")]
+    return "-".join(["eval", *filter(None, parts)]) + ".json"
+
+
+def save_result(result: EvalResult, path: str | Path, scope: dict[str, Any] | None = None,
+                force: bool = False, device: torch.device | None = None) -> dict[str, Any]:
     """Write `result` as JSON to `path` and its confusion matrix beside it (the same name,
-    .png), creating the folder; returns the JSON written (`to_json()` plus "confusion_png").
-    Raises OSError when either cannot be written."""
+    .png), creating the folder; returns the JSON written (`to_json()`, `scope`: what the
+    evaluation covers, `result_scope`, "confusion_png", and "provenance": what made it,
+    `inception.provenance`, `device` the one the models ran on). An existing file holding a
+    different evaluation (`result_scope`, or a file of an older version: its images) is kept,
+    `files.ReplaceError`, unless `force`. Raises OSError when either cannot be written."""
     path = Path(path)
+    scope = scope or {"crops": result.crops, "precision": result.precision,
+                      "model_paths": list(result.model_paths)}
+    if not force:
+        check_replace(path, {**scope, "images": result.images})
     path.parent.mkdir(parents=True, exist_ok=True)
     png = save_confusion(path.with_suffix(".png"), result)
-    written = {**result.to_json(), "confusion_png": str(png)}
+    written = {**result.to_json(), **scope, "confusion_png": str(png),
+               "provenance": provenance(device)}
     path.write_text(json.dumps(written, indent=2) + "\n")
     return written

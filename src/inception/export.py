@@ -42,6 +42,7 @@ class ExportReport:
     format: str
     max_abs_diff: float | None = None
     checked_images: int = 0
+    calibration_images: int = 0  # INT8 only; fewer than asked when the data has fewer
     accuracy: dict[str, Any] | None = None
     speed: dict[str, Any] | None = None
 
@@ -247,6 +248,7 @@ def export_onnx(loaded: LoadedModel, out: str | Path, int8: bool = False, calibr
             return report
         calib, _ = sample_images(loaded, "train", calibration, data, data_dir)
         quantize_int8(fp32_path, tmp, calib)
+        report.calibration_images = len(calib)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, {**metadata(loaded),
                                             "inception.quantization": json.dumps(

@@ -40,6 +40,29 @@ def replace_atomically(path: Path, write: Callable[[Any], None], mode: str = "w"
     fsync_dir(path.parent)
 
 
+class ReplaceError(ValueError):
+    """A file holds other results than those that would replace it; the message says which."""
+
+
+def check_replace(path: Path, identity: dict[str, Any]) -> None:
+    """Refuse (`ReplaceError`) to replace the JSON object at `path` with results of another
+    `identity`: a key of it that the file records with another value, or a file that is no JSON
+    object. Nothing at `path`, or the same identity as far as the file records it: no error."""
+    try:
+        existing = json.loads(path.read_text())
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError):
+        existing = None
+    if not isinstance(existing, dict):
+        raise ReplaceError(f"{path} exists and holds no results; pass --force to replace it or "
+                           "--out DIR to write elsewhere")
+    for key, value in identity.items():
+        if key in existing and existing[key] != value:
+            raise ReplaceError(f"{path} holds other results ({key} {existing[key]}, these "
+                               f"{value}); pass --force to replace them or --out DIR to keep both")
+
+
 def write_json(path: Path, obj: Any) -> None:
     """`obj` as indented JSON, atomically."""
     replace_atomically(path, lambda f: f.write(json.dumps(obj, indent=2) + "\n"))

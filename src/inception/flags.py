@@ -9,6 +9,7 @@ arguments`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import typing
@@ -16,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
-from inception.config import GoogLeNetConfig, field_type
+from inception.config import Bounds, GoogLeNetConfig, field_bounds, field_type
 from inception.train.config import TrainConfig
 
 
@@ -27,6 +28,16 @@ class UsageError(Exception):
 THREADS_HELP = "torch CPU threads (default: one per core that other processes leave free)"
 PRECISION_HELP = ("arithmetic of the forward passes: fp32, or bf16 autocast (default: the "
                   "precision the model was trained in)")
+
+
+def number(kind: type = int, low: int | float | None = None, high: int | float | None = None,
+           *, low_open: bool = False, high_open: bool = False) -> Bounds:
+    """The argparse `type` of a numeric flag that is not a config field: `kind` (int or float,
+    floats finite) between `low` and `high` (None: unbounded that side; `*_open`: that end
+    excluded). A value outside is refused at parse time in one line naming the flag and the
+    range ("--topk must be an integer from 1 to 100000; got 0"), as config fields' flags are
+    (`add_config_arguments`, from `config.option`'s bounds)."""
+    return Bounds(kind, low, high, low_open, high_open)
 
 
 def show(value: Any) -> str:
@@ -47,8 +58,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = Non
     Each flag's help is the field's own documentation (`config.option`) and the value it takes
     when the flag is left out: `values`' (the resolved config of the command), else the field's
     default. Flag defaults are None so that a flag the user gave can be told from one left out;
-    booleans get `--x/--no-x`; Literal fields get their choices. Nested dataclass fields are
-    skipped.
+    booleans get `--x/--no-x`; Literal fields get their choices; numbers are checked against the
+    field's bounds (`config.option`) as they are parsed. Nested dataclass fields are skipped.
     """
     cls = cls or GoogLeNetConfig
     hints = typing.get_type_hints(cls)
@@ -68,7 +79,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type | None = Non
             group.add_argument(flag, choices=typing.get_args(hint), default=None, help=help_text)
         else:
             metavar = {int: "N", float: "X"}.get(hint, "VALUE")
-            group.add_argument(flag, type=hint, default=None, metavar=metavar, help=help_text)
+            group.add_argument(flag, type=field_bounds(f, hint) or hint, default=None,
+                               metavar=metavar, help=help_text)
 
 
 def given_arguments(args: argparse.Namespace, cls: type) -> dict[str, Any]:
@@ -115,7 +127,14 @@ def read_config_file(path: str) -> tuple[dict, str | None]:
         raise UsageError(f"--config {path}: expected a table of config fields at the top level")
     if isinstance(data.get("train"), dict):  # a run directory's config.json
         run_data = data.get("data")
-        return data["train"], run_data if isinstance(run_data, str) else None
+        if not isinstance(run_data, str):
+            return data["train"], None
+        from inception.data import DataError, resolve_recorded_path
+
+        # A run's relative path, found from here if it can be; else DATA says what is wrong.
+        with contextlib.suppress(DataError):
+            run_data = resolve_recorded_path(run_data, p.parent, path, "give DATA")
+        return data["train"], run_data
     return data, None
 
 
@@ -144,7 +163,15 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
             cfg = TrainConfig.from_dict(run["train"])
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise UsageError(f"--resume: cannot read the run's config {saved} ({e})") from e
-        data = data or run.get("data", "fashion-mnist")
+        if not data:
+            from inception.data import DataError, resolve_recorded_path
+
+            try:
+                data = resolve_recorded_path(run.get("data", "fashion-mnist"), Path(args.out),
+                                             str(saved), f"give DATA: inception train DATA "
+                                             f"--resume --out {args.out}")
+            except DataError as e:
+                raise UsageError(str(e)) from e
     else:
         data = data or file_data or "fashion-mnist"
         init = args.init or file_cfg.get("init")

@@ -12,20 +12,28 @@ import contextlib
 import difflib
 import io
 import platform
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from inception.config import GoogLeNetConfig
+from inception.config import MAX_CLASSES, GoogLeNetConfig
 from inception.devices import DEVICE_CHOICES
 from inception.flags import (
     PRECISION_HELP,
     THREADS_HELP,
     UsageError,
     add_config_arguments,
+    number,
     train_config_from_arguments,
 )
 from inception.recipes import RECIPES
-from inception.train.config import COMPILE_MODES, TrainConfig
+from inception.train.config import (
+    COMPILE_MODES,
+    MAX_BATCH,
+    MAX_EPOCHS,
+    MAX_WORKERS,
+    TrainConfig,
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,7 +44,9 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        """One line on stderr, naming the command and what is wrong; exit status 2."""
+        """One line on stderr, naming the command and what is wrong; exit status 2. A number out
+        of its flag's range (`flags.number`) reads "--flag must be ...; got VALUE"."""
+        message = re.sub(r"^argument (--[\w-]+): must be ", r"\1 must be ", message)
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
     def unknown(self, extras: list[str]) -> None:
@@ -52,7 +62,7 @@ class Parser(argparse.ArgumentParser):
 
 # Every flag that more than one command takes, declared once: one name, one meaning.
 SHARED: dict[str, dict[str, Any]] = {
-    "--threads": dict(type=int, default=None, metavar="N", help=THREADS_HELP),
+    "--threads": dict(type=number(int, 1, 1024), default=None, metavar="N", help=THREADS_HELP),
     "--device": dict(default="auto", choices=DEVICE_CHOICES,
                      help="auto (default): the CUDA GPU when there is one, else the CPU"),
     "--crops": dict(type=int, choices=(1, 10, 144), default=1,
@@ -119,12 +129,12 @@ def _train_parser(sub, parents: list, values: TrainConfig) -> argparse.ArgumentP
                        help="YAML or TOML file of config fields, or a run's config.json")
     train.add_argument("--print-config", action="store_true",
                        help="print the resolved config as JSON and exit without training")
-    train.add_argument("--stop-after", type=int, metavar="N",
+    train.add_argument("--stop-after", type=number(int, 1, MAX_EPOCHS), metavar="N",
                        help="stop after epoch N, checkpointed, to continue later with --resume")
-    train.add_argument("--checkpoint-every", type=int, default=100, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=number(int, 0), default=100, metavar="STEPS",
                        help="also checkpoint every STEPS optimizer steps, so that a killed run "
                             "loses at most that much (0: only at epoch ends; default 100)")
-    train.add_argument("--sync-every", type=int, default=None, metavar="STEPS",
+    train.add_argument("--sync-every", type=number(int, 1), default=None, metavar="STEPS",
                        help="read the loss from the device every STEPS steps: NaN check, progress "
                             "bar, SIGTERM poll (default: 1 on the CPU, 50 on a GPU)")
     add_config_arguments(train, TrainConfig, "training", values)
@@ -147,14 +157,16 @@ def _eval_parser(sub, parents: list) -> argparse.ArgumentParser:
     ev.add_argument("data", nargs="?", default=None, metavar="DATA",
                     help="'fashion-mnist' or an image folder with val/ (default: the model's)")
     ev.add_argument("--ensemble", nargs="+", metavar="MODEL", help="more models to average")
-    ev.add_argument("--subset", type=int, metavar="N", help="only the first N images")
-    ev.add_argument("--batch-size", type=int, default=None, metavar="N",
+    ev.add_argument("--subset", type=number(int, 1), metavar="N", help="only the first N images")
+    ev.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=None, metavar="N",
                     help="images per batch (default: the model's evaluation batch)")
-    ev.add_argument("--workers", type=int, default=2, metavar="N",
+    ev.add_argument("--workers", type=number(int, 0, MAX_WORKERS), default=2, metavar="N",
                     help="DataLoader worker processes for image folders (in-memory data sets "
                          "use none; default 2)")
     ev.add_argument("--out", metavar="DIR",
                     help="folder for the confusion PNG and JSON (default: the model's)")
+    ev.add_argument("--force", action="store_true",
+                    help="replace a results file that holds a different evaluation")
     return ev
 
 
@@ -163,8 +175,9 @@ def _predict_parser(sub, parents: list) -> argparse.ArgumentParser:
                         description="Print the top classes of each image with probabilities.")
     pr.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
-    pr.add_argument("--topk", type=int, default=5, metavar="K",
-                    help="classes to print per image (default: 5)")
+    pr.add_argument("--topk", type=number(int, 1, MAX_CLASSES), default=None, metavar="K",
+                    help="classes to print per image, at most the model's (default: 5, or all "
+                         "of a model with fewer)")
     return pr
 
 
@@ -180,9 +193,9 @@ def _export_parser(sub, parents: list) -> argparse.ArgumentParser:
                     help="onnx (default) or torch-export (a torch.export program)")
     ex.add_argument("--int8", action="store_true",
                     help="onnxruntime static INT8 quantization (QDQ, per-channel)")
-    ex.add_argument("--calibration", type=int, default=512, metavar="N",
+    ex.add_argument("--calibration", type=number(int, 1), default=512, metavar="N",
                     help="training images to calibrate INT8 on (default: 512)")
-    ex.add_argument("--check", type=int, default=1000, metavar="N",
+    ex.add_argument("--check", type=number(int, 1), default=1000, metavar="N",
                     help="evaluation images to check the export on (default: 1000)")
     ex.add_argument("--data", default=None, metavar="DATA",
                     help="data to check and calibrate on (default: the model's)")
@@ -195,11 +208,13 @@ def _bench_parser(sub, parents: list) -> argparse.ArgumentParser:
                         parents=parents,
                         description="Our paths next to torchvision's googlenet in eager PyTorch "
                                     "and ONNX Runtime, alternated in one process, medians.")
-    be.add_argument("--batch-size", type=int, default=None, metavar="N",
+    # Bounds: a batch of 4096 images of 1024 px is already ~50 GB of input; 1000 rounds of every
+    # path take hours.
+    be.add_argument("--batch-size", type=number(int, 1, 4096), default=None, metavar="N",
                     help="images per batch (default: 32 on the CPU, 256 on a GPU)")
-    be.add_argument("--image-size", type=int, default=224, metavar="PX",
+    be.add_argument("--image-size", type=number(int, 32, 1024), default=224, metavar="PX",
                     help="input side in pixels (default: 224)")
-    be.add_argument("--repeats", type=int, default=5, metavar="N",
+    be.add_argument("--repeats", type=number(int, 1, 1000), default=5, metavar="N",
                     help="alternating rounds (default: 5)")
     be.add_argument("--train", action="store_true", help="also a training step with aux heads")
     be.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
@@ -219,7 +234,7 @@ def _experiment_parser(sub, parents: list) -> argparse.ArgumentParser:
                      help="an experiment's name, or all")
     exp.add_argument("--out", default="runs/experiments", metavar="DIR",
                      help="folder of the runs and results (default runs/experiments)")
-    exp.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N",
+    exp.add_argument("--seeds", type=number(int, 1, 100), default=DEFAULT_SEEDS, metavar="N",
                      help=f"seeds 0 .. N-1 for every arm (default {DEFAULT_SEEDS})")
     return exp
 

@@ -22,7 +22,7 @@ from inception.config import ConfigError, GoogLeNetConfig
 from inception.devices import resolve_device
 from inception.files import replace_atomically
 from inception.model import GoogLeNet
-from inception.preprocessing import Preprocessing, PreprocessingError
+from inception.preprocessing import Preprocessing, PreprocessingError, standardize, to_unit
 from inception.torchvision_compat import to_torchvision_key
 
 MODEL_FILE, META_FILE = "model.safetensors", "model.json"
@@ -80,9 +80,39 @@ class LoadedModel:
         return self.model(x.to(self.device))
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N x C x H x W -> the float input the model was trained on, on the images'
-        device."""
-        return self.preprocessing.normalize(images)
+        """Pixels (N x C x H x W or C x H x W, C the model's channels) -> the float input the
+        model was trained on, on the images' device. uint8 pixels are 0-255; floating-point ones
+        must be in [0, 1] (`check_pixels`): the range is checked, never guessed, so 0.5 is half
+        intensity and a float image in 0-255 is refused with the range it has."""
+        check_pixels(images, "images", self.channels)
+        unit = to_unit(images) if images.dtype == torch.uint8 else images.float()
+        return standardize(unit, self.preprocessing.mean, self.preprocessing.std)
+
+
+def check_pixels(images: Any, argument: str = "images", channels: int | None = None,
+                 dims: tuple[int, ...] = (3, 4)) -> None:
+    """Refuse, naming `argument`, what is not an image tensor: a `TypeError` for anything but a
+    uint8 (0-255) or floating-point tensor, a `ValueError` for a float tensor with values
+    outside [0, 1] (the range found is in the message), and for a shape that is not C x H x W
+    (`dims` 3) or N x C x H x W (`dims` 4) with `channels` channels when given."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{argument}: expected a torch.Tensor of pixels (uint8 0-255, or float "
+                        f"in [0, 1]); got {type(images).__name__}")
+    if images.dtype != torch.uint8 and not images.is_floating_point():
+        raise TypeError(f"{argument}: expected uint8 (0-255) or floating-point (0-1) pixels; "
+                        f"got {images.dtype} (convert 0-255 values with .to(torch.uint8))")
+    shape = {(3,): "C x H x W", (4,): "N x C x H x W"}.get(dims, "C x H x W or N x C x H x W")
+    if (images.ndim not in dims or (channels is not None and images.shape[-3] != channels)
+            or 0 in images.shape[-2:]):
+        need = f"{shape}{f' with {channels} channel(s)' if channels is not None else ''}"
+        raise ValueError(f"{argument}: expected {need}; got shape {tuple(images.shape)}")
+    if images.is_floating_point() and images.numel():
+        low, high = torch.aminmax(images.detach().float())
+        low, high = low.item(), high.item()
+        if not (low >= 0.0 and high <= 1.0):  # NaN fails both
+            raise ValueError(f"{argument}: float pixels must be in [0, 1]; found values in "
+                             f"[{low:.4g}, {high:.4g}] (divide 0-255 values by 255, or pass "
+                             "them as uint8)")
 
 
 def resolve_model_path(path: str | Path) -> tuple[Path, Path]:

@@ -24,6 +24,11 @@ Augment = Literal["batch", "paper", "folder"]
 Precision = Literal["fp32", "bf16"]
 # torch.compile's modes for `--compile MODE`; None runs eager.
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
+# Upper bounds of the settings that count epochs and images: far past any real run, low enough
+# that a slip of the keyboard (10**12) is refused instead of running for ever or filling memory.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536  # twice the 32k of large-batch ImageNet training (You et al., LARS)
+MAX_WORKERS = 256  # DataLoader processes: past the cores of any one machine
 
 
 @dataclass(frozen=True)
@@ -33,53 +38,67 @@ class TrainConfig:
 
     recipe: str = option(
         "fashion-mnist", "the recipe to start from (its settings, then --config, then flags)")
-    epochs: int = option(10, "passes over the training images")
-    batch_size: int = option(256, "images per optimizer step (the global batch under torchrun)")
+    epochs: int = option(10, "passes over the training images", low=1, high=MAX_EPOCHS)
+    batch_size: int = option(256, "images per optimizer step (the global batch under torchrun)",
+                             low=1, high=MAX_BATCH)
     lr: float = option(
-        0.2, "peak learning rate (schedule onecycle) or the starting one (schedule step)")
-    momentum: float = option(0.9, "SGD momentum (the paper: 0.9)")
+        0.2, "peak learning rate (schedule onecycle) or the starting one (schedule step)",
+        low=0, low_open=True)
+    momentum: float = option(0.9, "SGD momentum (the paper: 0.9)", low=0, high=1, high_open=True)
     nesterov: bool = option(False, "Nesterov momentum")
-    weight_decay: float = option(5e-4, "SGD weight decay")
+    weight_decay: float = option(5e-4, "SGD weight decay", low=0)
     # "step": lr * gamma ** floor(epoch / step_epochs), the paper's "decreasing the learning rate
     # by 4% every 8 epochs"; "onecycle": torch's OneCycleLR, warm-up then cosine decay to ~0.
     schedule: Schedule = option(
         "onecycle",
         "step: lr times lr-step-gamma every lr-step-epochs (the paper); onecycle: warm-up, decay")
     lr_step_epochs: int = option(
-        8, "epochs between learning-rate steps (schedule step; the paper: 8)")
+        8, "epochs between learning-rate steps (schedule step; the paper: 8)",
+        low=1, high=MAX_EPOCHS)
     lr_step_gamma: float = option(
-        0.96, "learning-rate factor at each step (schedule step; the paper: 0.96)")
+        0.96, "learning-rate factor at each step (schedule step; the paper: 0.96)",
+        low=0, low_open=True, high=1)
     warmup_fraction: float = option(
-        0.15, "fraction of the steps spent warming up (schedule onecycle)")
+        0.15, "fraction of the steps spent warming up (schedule onecycle)",
+        low=0, low_open=True, high=1, high_open=True)
     label_smoothing: float = option(
-        0.0, "label smoothing of the cross-entropy loss (not in the paper)")
+        0.0, "label smoothing of the cross-entropy loss (not in the paper)",
+        low=0, high=1, high_open=True)
     # "polyak": the running mean of the iterates (Polyak & Juditsky, the paper's [13]) from
     # `average_start` x epochs on; "ema": an exponential moving average with TensorFlow's warm-up,
     # decay min(ema_decay, (1 + n) / (10 + n)). The average is evaluated and exported.
     averaging: Averaging = option(
         "none", "weights evaluated and exported: none, ema (moving average), polyak (running mean)")
-    ema_decay: float = option(0.999, "decay of the exponential moving average (averaging ema)")
-    average_start: float = option(0.0, "fraction of the epochs after which averaging begins")
+    ema_decay: float = option(0.999, "decay of the exponential moving average (averaging ema)",
+                              low=0, low_open=True, high=1, high_open=True)
+    average_start: float = option(0.0, "fraction of the epochs after which averaging begins",
+                                  low=0, high=1, high_open=True)
     # "batch": uint8 tensors augmented batch-wise (in-memory data sets); "paper": section 6's
     # per-image sampling and distortions; "folder": a light per-image pipeline.
     augment: Augment = option(
         "batch",
         "batch: batch-wise shifts, flips in memory; paper: section 6's; folder: light, per image")
-    translate: int = option(2, "largest random shift in pixels (augment batch)")
-    erase_p: float = option(0.0, "probability of random erasing per image (augment batch)")
+    # Bounds: the batch is zero-padded by this much on every side, so a huge shift fills memory.
+    translate: int = option(2, "largest random shift in pixels (augment batch)", low=0, high=256)
+    erase_p: float = option(0.0, "probability of random erasing per image (augment batch)",
+                            low=0, high=1)
     precision: Precision = option("bf16", "training arithmetic: fp32, or bf16 autocast")
     channels_last: bool = option(
         True, "channels-last memory format (faster convolutions on CPUs and GPUs)")
-    seed: int = option(0, "random seed of the weights, the data order and the augmentation")
+    seed: int = option(0, "random seed of the weights, the data order and the augmentation",
+                       low=0, high=2**32 - 1)
     workers: int = option(
-        2, "DataLoader worker processes for image folders (in-memory data sets use none)")
-    subset: int | None = option(None, "train on only the first N training images (smoke runs)")
+        2, "DataLoader worker processes for image folders (in-memory data sets use none)",
+        low=0, high=MAX_WORKERS)
+    subset: int | None = option(None, "train on only the first N training images (smoke runs)",
+                                low=1)
     # Hold out the last N images of an in-memory training set as a validation split: every
     # epoch is evaluated on it (metrics.csv), and the test set only once, at the end. Settings
     # are to be tuned on the validation split, never on the test set.
     val_images: int = option(
-        0, "hold out the last N training images as a validation split, evaluated every epoch")
-    eval_batch_size: int = option(1000, "images per batch when evaluating")
+        0, "hold out the last N training images as a validation split, evaluated every epoch",
+        low=0)
+    eval_batch_size: int = option(1000, "images per batch when evaluating", low=1, high=MAX_BATCH)
     # Not in the paper: record each epoch's mean L2 norm of the gradient reaching the lower
     # stages (conv1 .. 4a) in metrics.csv (`lower_grad_norm`), for section 5's claim that the
     # auxiliary classifiers "increase the gradient signal that gets propagated back" (`inception
@@ -97,31 +116,10 @@ class TrainConfig:
     model: GoogLeNetConfig = dataclasses.field(default_factory=GoogLeNetConfig)
 
     def __post_init__(self) -> None:
-        validate_fields(self)
-        checks = [
-            (self.epochs >= 1, "--epochs must be at least 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.lr > 0, "--lr must be positive"),
-            (0 <= self.momentum < 1, "--momentum must be in [0, 1)"),
-            (self.weight_decay >= 0, "--weight-decay must be non-negative"),
-            (0 < self.lr_step_gamma <= 1, "--lr-step-gamma must be in (0, 1]"),
-            (0 < self.warmup_fraction < 1, "--warmup-fraction must be in (0, 1)"),
-            (self.translate >= 0, "--translate must be non-negative"),
-            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
-            (self.workers >= 0, "--workers must be non-negative"),
-            (self.subset is None or self.subset >= 1, "--subset must be at least 1"),
-            (self.val_images >= 0, "--val-images must be non-negative"),
-            (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-            (0 < self.ema_decay < 1, "--ema-decay must be in (0, 1)"),
-            (self.lr_step_epochs >= 1, "--lr-step-epochs must be at least 1"),
-            (0 <= self.erase_p <= 1, "--erase-p must be in [0, 1]"),
-            (0 <= self.average_start < 1, "--average-start must be in [0, 1)"),
-            (self.init is None or self.init.startswith("torchvision:"),
-             "--init must be torchvision:PATH (a torchvision googlenet state dict)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        validate_fields(self)  # types, choices and each field's bounds (`option`)
+        if self.init is not None and not self.init.startswith("torchvision:"):
+            raise ConfigError("--init must be torchvision:PATH (a torchvision googlenet state "
+                              "dict)")
 
     def replace(self, **changes: Any) -> TrainConfig:
         model_changes = {k: changes.pop(k) for k in list(changes) if k in _MODEL_FIELDS}

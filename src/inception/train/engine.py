@@ -278,3 +278,13 @@ def evaluate(model: nn.Module, split: EvalSplit, preprocessing: Preprocessing,
     loss_sum, top5, n = distributed.all_reduce_sum(ctx, loss_sum, top5, n)
     return EvalResult.from_totals(split.name, (loss_sum, int(top5), confusion, int(n)), classes,
                                   precision=cfg.precision)
+
+
+def progress_bar(enabled: bool, total: int, desc: str, initial: int = 0) -> Any:
+    """A tqdm bar of an epoch's batches, or None when not `enabled`."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False,
+                dynamic_ncols=True, mininterval=1.0)

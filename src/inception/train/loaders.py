@@ -38,7 +38,7 @@ from inception.preprocessing import (
     standardize,
     to_unit,
 )
-from inception.train.config import TrainConfig
+from inception.train.config import RunError, TrainConfig
 from inception.transforms import (
     BatchAugment,
     decode_side,
@@ -67,9 +67,28 @@ class Batches:
     num_images: int
     num_batches: int
     skipped: dict[str, str] = field(default_factory=dict)
+    left_out: int = 0  # images past the last full batch: shuffled anew, left out each epoch
 
     def epoch(self, n: int, start: int = 0, state: torch.Tensor | None = None) -> Epoch:
         return self.make(n, start, state)
+
+    def per_epoch(self) -> dict[str, int]:
+        """`results.json`'s record of the images each epoch trains on and leaves out."""
+        return {"images_per_epoch": self.num_images - self.left_out,
+                "left_out_per_epoch": self.left_out}
+
+    def check(self, batch_size: int, say: bool = True) -> None:
+        """Refuse a `batch_size` larger than the training set (`RunError`, saying what to pass);
+        with `say`, log how many images each epoch leaves out and why, when it leaves any."""
+        n = self.num_images
+        if n < batch_size:
+            raise RunError(f"--batch-size {batch_size} is larger than the {n} training images; "
+                           f"pass --batch-size {n} or less")
+        if say and self.left_out:
+            log.info("each epoch trains on %d of the %d training images, in whole batches of "
+                     "%d: the %d that its shuffle puts last (different ones each epoch) are "
+                     "left out; a --batch-size that divides %d uses them all",
+                     n - self.left_out, n, batch_size, self.left_out, n)
 
 
 @dataclass
@@ -122,7 +141,8 @@ def tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfi
     """An in-memory split, shuffled and augmented batch-wise by one generator per epoch (with
     `train`; without, in order and unaugmented). Under DDP every rank draws the whole global
     batch's augmentation (so the random stream does not depend on the world size) and keeps its
-    slice.
+    slice. Training takes whole batches only: the `n % batch_size` images that the epoch's
+    shuffle puts last are left out of it (`Batches.left_out`).
 
     On a GPU the uint8 images are copied there once and augmented and normalised there: no
     per-batch host work or transfer (for Fashion-MNIST, 47 MB)."""
@@ -158,7 +178,7 @@ def tensor_batches(split: data_lib.TensorSplit, batch_size: int, cfg: TrainConfi
         return Epoch(batches(), g)
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
-    return Batches(make, n, batches)
+    return Batches(make, n, batches, left_out=n % batch_size if drop_last else 0)
 
 
 class _SeededSamples(Dataset):
@@ -181,7 +201,8 @@ def loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: b
                    pin: bool, ctx: distributed.Context = distributed.SINGLE) -> Batches:
     """Per-image pipelines in DataLoader workers. Undecodable files are dropped from their batch
     (a batch may come out a few images short), logged once each and kept in `skipped`. Under
-    DDP each rank reads only its slice of every global batch."""
+    DDP each rank reads only its slice of every global batch. Training takes whole batches
+    only, as `tensor_batches` does (`Batches.left_out`)."""
     n = len(dataset)
     drop_last = train and n >= batch_size
     seeded = _SeededSamples(dataset, cfg.seed)
@@ -213,7 +234,7 @@ def loader_batches(dataset: Dataset, batch_size: int, cfg: TrainConfig, train: b
         return Epoch(batches(), None)
 
     batches = n // batch_size if drop_last else math.ceil(n / batch_size)
-    result = Batches(make, n, batches)
+    result = Batches(make, n, batches, left_out=n % batch_size if drop_last else 0)
     return result
 
 

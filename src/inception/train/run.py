@@ -25,20 +25,23 @@ from torch import nn
 
 from inception import distributed
 from inception.config import ConfigError
+from inception.data import recorded_path
 from inception.devices import resolve_device
 from inception.files import write_json
 from inception.metrics import EvalResult, per_class_top1
 from inception.model import GoogLeNet
 from inception.plots import write_plots
+from inception.provenance import provenance
 from inception.train.checkpoint import Checkpointer, TrainState, load_latest_checkpoint, restore_rng
 from inception.train.config import COMPILE_MODES, RunError, TrainConfig
-from inception.train.engine import Position, Trainer, TrainForward, evaluate
+from inception.train.engine import Position, Trainer, TrainForward, evaluate, progress_bar
 from inception.train.loaders import Data, EvalSplit, epoch_seed, load_data
 from inception.train.optim import make_average, make_optimizer, make_scheduler
 from inception.train.rundir import (
     check_run_dir,
     create_run_dir,
     export_model,
+    finished_results,
     killed_before_first_checkpoint,
     upgrade_metrics,
     write_metrics,
@@ -69,8 +72,9 @@ def train(cfg: TrainConfig, data: str | Path = "fashion-mnist", out: str | Path 
     A checkpoint is written before the first step, every `checkpoint_every` steps (None: only
     at epoch ends) and at the end of every epoch; it holds the position within the epoch and
     every random state, so `resume=True` continues from any of them exactly as if the run had
-    not stopped. SIGINT/SIGTERM save one and raise `Interrupted`. `stop_after=N` ends the
-    session after epoch N (time-sliced training); it returns None then.
+    not stopped; on a finished run it changes nothing (`RunResult.already_finished`). SIGINT/
+    SIGTERM save one and raise `Interrupted`. `stop_after=N` ends the session after epoch N
+    (time-sliced training); it returns None then. `data`: a folder is recorded absolute.
 
     The loop reads from the device only every `sync_every` steps (default: every step on the
     CPU, where a read costs nothing, and every `GPU_SYNC_EVERY` on a GPU, where each read
@@ -83,7 +87,7 @@ def train(cfg: TrainConfig, data: str | Path = "fashion-mnist", out: str | Path 
     Under `torchrun` the processes train one model with DDP (`inception.distributed`):
     `cfg.batch_size` is the global batch and rank 0 writes the run directory.
     """
-    data = str(data)  # "fashion-mnist" or a folder, as written to config.json
+    data = recorded_path(data)  # "fashion-mnist" or a folder's absolute path: config.json's
     dev = resolve_device(device)
     ctx = distributed.setup(dev.type)
     if ctx.active and dev.type == "cuda":
@@ -184,9 +188,12 @@ def init_from_torchvision(model: GoogLeNet, cfg: TrainConfig) -> None:
 
 @dataclass
 class RunResult:
+    """A finished run's directory, results, plots; `already_finished`: resumed, it did nothing."""
+
     run_dir: Path
     results: dict[str, Any]
     plots: list[Path] = field(default_factory=list)
+    already_finished: bool = False
 
 
 def _open_run(cfg: TrainConfig, out: str | Path | None, resume: bool,
@@ -220,9 +227,7 @@ def _start(cfg: TrainConfig, data: str, data_dir: str | None, out: Path, dev: to
     dataset = load_data(cfg, data, data_dir, dev, ctx)
     if cfg.model.num_classes != len(dataset.classes):
         cfg = cfg.replace(num_classes=len(dataset.classes))
-    if dataset.train.num_images < cfg.batch_size:
-        raise RunError(f"--batch-size {cfg.batch_size} is larger than the "
-                       f"{dataset.train.num_images} training images; lower it")
+    dataset.train.check(cfg.batch_size, say=ctx.main)
     model = GoogLeNet(cfg.model)
     if cfg.init is not None and fresh:
         init_from_torchvision(model, cfg)
@@ -320,8 +325,8 @@ class _Run:
         else:  # mid-epoch: the random states of the moment the checkpoint was taken
             restore_rng(self.state.rng, self.state.gpu_rng, ctx, cfg, pos, self.dev)
             current = self.dataset.train.epoch(epoch, pos.batch, self.state.data_rng)
-        bar = _progress(progress, self.dataset.train.num_batches,
-                        f"epoch {epoch + 1}/{cfg.epochs}", pos.batch)
+        bar = progress_bar(progress, self.dataset.train.num_batches,
+                           f"epoch {epoch + 1}/{cfg.epochs}", pos.batch)
         every = self.loop.checkpoint_every
         for poll in self.trainer.steps(current.batches, pos, bar):
             due = every is not None and pos.step % every == 0
@@ -390,9 +395,11 @@ class _Run:
                                               strict=True)),
                    "wall_s": self.wall(), "epochs": self.cfg.epochs, "recipe": self.cfg.recipe,
                    "data": self.data, "model": str(model_path), "run_dir": str(out),
+                   **dataset.train.per_epoch(),
                    "plots": [str(p) for p in plots], "device": str(self.dev),
                    "threads": torch.get_num_threads(), "processes": self.ctx.world,
-                   **(test.named_figures() if test is not None else {})}
+                   **(test.named_figures() if test is not None else {}),
+                   "provenance": provenance(self.dev)}
         if self.ctx.main:
             write_json(out / "results.json", results)
         return RunResult(out, results, plots)
@@ -407,6 +414,9 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
            loop: Loop, ctx: distributed.Context) -> RunResult | None:
     t0 = time.perf_counter()
     out, ckpt = _open_run(cfg, out, resume, ctx)
+    done = distributed.gather_objects(ctx, finished_results(out, ckpt) if ctx.main else None)[0]
+    if done is not None:  # resumed a finished run: nothing to do
+        return RunResult(out, done, [Path(p) for p in done.get("plots", [])], True)
     cfg, dataset, model = _start(cfg, data, data_dir, out, dev, ctx, fresh=ckpt is None)
     trainer = _trainer(model, cfg, dataset.train.num_batches, dev, ctx, loop)
     run = _Run(cfg, data, out, dataset, trainer, ckpt, loop, t0)
@@ -416,12 +426,3 @@ def _train(cfg: TrainConfig, data: str, out: str | Path | None, data_dir: str | 
         except _StoppedAfter:
             return None
     return run.finish(result)
-
-
-def _progress(enabled: bool, total: int, desc: str, initial: int = 0):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="batch", leave=False,
-                dynamic_ncols=True, mininterval=1.0)

@@ -13,6 +13,7 @@ leaves the previous version whole.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ from torch import nn
 from inception.files import replace_atomically, write_json
 from inception.model import GoogLeNet
 from inception.preprocessing import Preprocessing
-from inception.train.config import RunError
+from inception.train.config import RunError, TrainConfig
 from inception.train.loaders import Data
 from inception.weights import save_model
 
@@ -56,6 +57,22 @@ def killed_before_first_checkpoint(out: Path) -> bool:
         return False
     folder = out / "checkpoints"
     return not folder.exists() or all(p.suffix == ".tmp" for p in folder.iterdir())
+
+
+def finished_results(out: Path, ckpt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`results.json` of a run that has nothing left to do (resumed from `ckpt`, a checkpoint
+    at the end of its last epoch, with `results.json` written), said in the log; else None."""
+    if ckpt is None:
+        return None
+    epochs = TrainConfig.from_dict(ckpt["train_config"]).epochs
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if ckpt["epoch"] < epochs or not isinstance(results, dict):
+        return None
+    log.info("%s is finished (%d epoch%s); nothing to do", out, epochs, "" if epochs == 1 else "s")
+    return results
 
 
 def check_run_dir(out: Path, resume: bool) -> None:
