@@ -218,12 +218,13 @@ def _export(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
         return 0
     print(f"{report.format}: {report.path}")
-    print(f"checked on {report.checked_images} images: max |logits - PyTorch's| = "
+    graph = "the fp32 graph it was quantized from, " if report.accuracy else ""
+    print(f"checked {graph}on {report.checked_images} images: max |logits - PyTorch's| = "
           f"{report.max_abs_diff:.2e}")
     if report.accuracy:
         a, sp = report.accuracy, report.speed
         print(f"top-1 fp32 {a['fp32_top1']:.2f}%  int8 {a['int8_top1']:.2f}%  "
-              f"(drop {a['drop']:.2f} points)")
+              f"({-a['drop']:+.2f} points)")
         print(f"onnxruntime, batch {sp['batch']}: fp32 {sp['fp32_img_s']:.0f} img/s, int8 "
               f"{sp['int8_img_s']:.0f} img/s ({sp['speedup']:.2f}x)")
     return 0
