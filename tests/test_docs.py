@@ -321,7 +321,7 @@ def test_every_row_of_the_readme_trouble_table_names_its_tests():
     readme = README.read_text()
     table = readme.split("## When things go wrong", 1)[1].split("\n\n", 2)[1]
     rows = [line for line in table.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == 11
+    assert len(rows) >= 20  # the rows of every failure the suite tests
     for row in rows:
         cell = row.rstrip(" |").rsplit(" | ", 1)[1]
         assert TEST_NAME.findall(cell), row

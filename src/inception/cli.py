@@ -237,12 +237,13 @@ def _export(args: argparse.Namespace) -> int:
     print(f"{report.format}: {report.path}")
     every = (f" (all the data has; --check asked for {args.check})"
              if report.checked_images < args.check and args.format == "onnx" else "")
-    print(f"checked on {report.checked_images} images{every}: max |logits - PyTorch's| = "
+    graph = "the fp32 graph it was quantized from, " if report.accuracy else ""
+    print(f"checked {graph}on {report.checked_images} images{every}: max |logits - PyTorch's| = "
           f"{report.max_abs_diff:.2e}")
     if report.accuracy:
         a, sp = report.accuracy, report.speed
         print(f"top-1 fp32 {a['fp32_top1']:.2f}%  int8 {a['int8_top1']:.2f}%  "
-              f"(drop {a['drop']:.2f} points)")
+              f"({-a['drop']:+.2f} points)")
         every = (f" (all the data has; --calibration asked for {args.calibration})"
                  if report.calibration_images < args.calibration else "")
         print(f"calibrated on {report.calibration_images} training images{every}")

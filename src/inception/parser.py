@@ -89,7 +89,8 @@ def _shared(*flags: str) -> list[argparse.ArgumentParser]:
 
 def _summary_parser(sub, parents: list) -> argparse.ArgumentParser:
     summary = sub.add_parser(
-        usage="inception summary [MODEL] [--json] [--plot FILE] [--module-cost] [model flags]",
+        usage="inception summary [MODEL] [--json] [--plot FILE] [--module-cost] [--preset NAME] "
+              "[model flags]",
         name="summary", help="print Table 1 computed from the model", parents=parents,
         description="Table 1 recomputed from the model (params, multiply-adds, output sizes), "
                     "beside the paper's printed figures, with the paper's slips flagged. With "
