@@ -33,8 +33,10 @@ def _summary(args: argparse.Namespace) -> int:
         if given_arguments(args, GoogLeNetConfig) or args.preset != "paper":
             raise UsageError(f"MODEL {args.model}: its config is the model's own; leave out the "
                              "model flags and --preset")
+        from inception.train.rundir import read_results
+
         (loaded,) = _load_models([args.model], "cpu")
-        config, recorded = loaded.config, _recorded_results(loaded.path.parent)
+        config, recorded = loaded.config, read_results(loaded.path.parent) or {}
     else:
         base = (GoogLeNetConfig.torchvision() if args.preset == "torchvision"
                 else GoogLeNetConfig())
@@ -65,15 +67,6 @@ def _summary(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"plot: {args.plot}")
     return 0
-
-
-def _recorded_results(folder: Path) -> dict:
-    """A run directory's `results.json` (empty for a model directory without one)."""
-    try:
-        results = json.loads((folder / "results.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return results if isinstance(results, dict) else {}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -326,7 +319,6 @@ def _cpu_threads(command: str, resumed: Path | None = None, note: bool = True) -
 
 
 def _bench(args: argparse.Namespace) -> int:
-
     from inception import bench
     from inception.devices import resolve_device
 

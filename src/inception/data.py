@@ -235,12 +235,17 @@ def resolve_recorded_path(recorded: str, run_dir: Path, source: str, give: str) 
                     f"{run_dir} or any folder above it; {give}")
 
 
+def class_folder_names(root: Path) -> list[str]:
+    """The names of `root`'s class folders (its visible subfolders), sorted, unchecked."""
+    return sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
 def folder_classes(root: Path) -> list[str]:
     """The class folders of `root`, sorted, after checking that each holds at least one image."""
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; an image folder needs train/ and val/ "
                         "subfolders of class folders")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = class_folder_names(root)
     if not classes:
         raise DataError(f"{root}: no class folders; put each class's images in {root}/CLASS/")
     empty = [c for c in classes if not any(

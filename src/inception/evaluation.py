@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from inception.data import LabelledImages, Skipped, collate_skipping
 from inception.devices import autocast
-from inception.files import check_replace
+from inception.files import check_replace, write_json
 from inception.metrics import EvalResult, Tally
 from inception.preprocessing import (
     CROP_SCHEMES,
@@ -419,5 +419,5 @@ def save_result(result: EvalResult, path: str | Path, scope: dict[str, Any] | No
     png = save_confusion(path.with_suffix(".png"), result)
     written = {**result.to_json(), **scope, "confusion_png": str(png),
                "provenance": provenance(device)}
-    path.write_text(json.dumps(written, indent=2) + "\n")
+    write_json(path, written)
     return written

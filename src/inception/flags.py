@@ -194,11 +194,11 @@ def train_config_from_arguments(args: argparse.Namespace) -> tuple[TrainConfig, 
 def data_classes(data: str) -> int | None:
     """How many classes `data` has, as training will find them: Fashion-MNIST's 10, or an image
     folder's class folders in train/ (None when there is no such folder)."""
-    from inception.data import FASHION_MNIST_CLASSES
+    from inception.data import FASHION_MNIST_CLASSES, class_folder_names
 
     if data == "fashion-mnist":
         return len(FASHION_MNIST_CLASSES)
     train = Path(data) / "train"
     if not train.is_dir():
         return None
-    return sum(1 for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")) or None
+    return len(class_folder_names(train)) or None

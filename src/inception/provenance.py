@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from inception.devices import cpu_cores
+
 # The flags that change which kernels torch, oneDNN and ONNX Runtime pick on x86 and Arm.
 CPU_FLAGS_OF_INTEREST = (
     "avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
@@ -85,15 +87,11 @@ def machine(device: torch.device | None = None) -> dict[str, Any]:
     (`_gpu_name`: the one `device` names, if CUDA) and the operating system."""
     info = _cpuinfo()
     flags = set((info.get("flags") or info.get("Features") or "").split())
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
     return {
         "cpu_model": info.get("model name") or _lscpu_model() or platform.processor() or None,
         "architecture": platform.machine(),
         "cpu_count": os.cpu_count(),
-        "cores_usable": usable,
+        "cores_usable": cpu_cores(),
         "cpu_flags": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
         "memory_gib": _memory_gib(),
         "gpu": _gpu_name(device),

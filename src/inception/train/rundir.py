@@ -59,17 +59,23 @@ def killed_before_first_checkpoint(out: Path) -> bool:
     return not folder.exists() or all(p.suffix == ".tmp" for p in folder.iterdir())
 
 
+def read_results(out: Path) -> dict[str, Any] | None:
+    """A run directory's `results.json`, or None where there is none or it holds no object."""
+    try:
+        results = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return results if isinstance(results, dict) else None
+
+
 def finished_results(out: Path, ckpt: dict[str, Any] | None) -> dict[str, Any] | None:
     """`results.json` of a run that has nothing left to do (resumed from `ckpt`, a checkpoint
     at the end of its last epoch, with `results.json` written), said in the log; else None."""
     if ckpt is None:
         return None
     epochs = TrainConfig.from_dict(ckpt["train_config"]).epochs
-    try:
-        results = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if ckpt["epoch"] < epochs or not isinstance(results, dict):
+    results = read_results(out)
+    if ckpt["epoch"] < epochs or results is None:
         return None
     log.info("%s is finished (%d epoch%s); nothing to do", out, epochs, "" if epochs == 1 else "s")
     return results
