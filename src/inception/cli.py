@@ -333,7 +333,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from inception.data import DataError
     from inception.devices import resolve_device
-    from inception.experiments import claims, report, runner
+    from inception.experiments import claims, report, runner, structure
     from inception.train import Interrupted, RunError
     from inception.weights import WeightsError
 
@@ -341,12 +341,14 @@ def _experiment(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("runs its arms one after another in one process; launch it without "
                          "torchrun")
-    experiments, seeds, out = claims.select(args.name), list(range(args.seeds)), Path(args.out)
+    experiments, out = claims.select(args.name), Path(args.out)
+    seeds = list(range(args.seeds)) if args.seeds is not None else None
     try:
-        runner.train_arms(experiments, out, seeds, device=args.device,
-                          progress=not args.no_progress, data_dir=args.data_dir)
-        for experiment in experiments:
-            result = report.build_report(experiment, out, seeds, data_dir=args.data_dir)
+        if not args.report_only:
+            runner.train_arms(experiments, out, seeds, device=args.device,
+                              progress=not args.no_progress, data_dir=args.data_dir)
+        results = structure.build_reports(experiments, out, seeds, data_dir=args.data_dir)
+        for result in results:
             paths = report.write_report(result, out)
             print(result.text())
             print("written: " + ", ".join(str(p) for p in paths) + "\n")

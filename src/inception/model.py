@@ -12,6 +12,7 @@ Forward contract (the same in train and eval mode, unlike torchvision's, vision#
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -66,9 +67,16 @@ class GoogLeNet(nn.Module):
     22 ReLU layers of the BN-free paper variant; biases are zero. The classifiers (the final linear
     and the aux heads' last layer) are N(0, 0.01) so that the first loss is about ln(num_classes).
     BatchNorm starts at weight 1, bias 0.
+
+    `init_seed`: draw each layer's weights from a generator seeded by (init_seed, the layer's
+    name) instead of from torch's global stream, so a layer's initial weights depend only on the
+    seed, its name and its shape. Two configurations then start the layers they share from the
+    same weights, and adding a layer (the aux heads, a head, a branch) changes no other layer's:
+    what paired ablations need (`inception experiment`).
     """
 
-    def __init__(self, config: GoogLeNetConfig | None = None) -> None:
+    def __init__(self, config: GoogLeNetConfig | None = None,
+                 init_seed: int | None = None) -> None:
         super().__init__()
         self.config = config = config or GoogLeNetConfig()
         channels, size = config.in_chans, config.image_size
@@ -92,7 +100,7 @@ class GoogLeNet(nn.Module):
         names = list(self.layers)
         split = names.index([r.name for r in TABLE1 if r.type == "inception"][-1]) + 1
         self._feature_rows, self._head_rows = tuple(names[:split]), tuple(names[split:])
-        self.reset_parameters()
+        self.reset_parameters(init_seed)
 
     def _w(self, filters: int) -> int:
         """A filter count scaled by the width multiplier."""
@@ -173,18 +181,25 @@ class GoogLeNet(nn.Module):
         return [self.layers["linear"], *(head.fc2 for head in self.aux.values())]
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """He-normal for ReLU layers, N(0, 0.01) for classifiers; see the class docstring."""
-        for m in self.modules():
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """He-normal for ReLU layers, N(0, 0.01) for classifiers; see the class docstring. With
+        `seed`, each layer draws from its own generator, seeded by (seed, its name)."""
+        def generator(name: str) -> torch.Generator | None:
+            return None if seed is None else torch.Generator().manual_seed(layer_seed(seed, name))
+
+        for name, m in self.named_modules():
             if isinstance(m, nn.Conv2d | nn.Linear):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu",
+                                        generator=generator(name))
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        for fc in self.classifiers():
-            nn.init.normal_(fc.weight, std=CLASSIFIER_INIT_STD)
+        classifiers = {id(fc) for fc in self.classifiers()}
+        for name, m in self.named_modules():
+            if id(m) in classifiers:
+                nn.init.normal_(m.weight, std=CLASSIFIER_INIT_STD, generator=generator(name))
 
     def transform_input(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised input -> the [-1, 1] scaling torchvision's pretrained weights
@@ -266,6 +281,13 @@ def googlenet(config: GoogLeNetConfig | None = None, **overrides: Any) -> GoogLe
     ...                   aux_pool="adaptive")
     """
     return GoogLeNet((config or GoogLeNetConfig()).replace(**overrides))
+
+
+def layer_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for the layer `name` of a model initialised with `seed` (SHA-256 of both:
+    stable across processes and Python versions, unlike `hash`)."""
+    digest = hashlib.sha256(f"{seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def gradient_norm(parameters: Iterable[nn.Parameter]) -> torch.Tensor:

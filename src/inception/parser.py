@@ -223,10 +223,10 @@ def _bench_parser(sub, parents: list) -> argparse.ArgumentParser:
 
 
 def _experiment_parser(sub, parents: list) -> argparse.ArgumentParser:
-    from inception.experiments.claims import DEFAULT_SEEDS, EXPERIMENTS
+    from inception.experiments.claims import EXPERIMENTS
 
     exp = sub.add_parser(
-        "experiment", help="test one of the paper's design claims (or all six) as an ablation",
+        "experiment", help="test one of the paper's design claims (or all of them) as an ablation",
         parents=parents,
         description="Train each arm of the experiment over several seeds (resumable: finished "
                     "runs are kept, interrupted ones resume), then print its table and write "
@@ -235,8 +235,11 @@ def _experiment_parser(sub, parents: list) -> argparse.ArgumentParser:
                      help="an experiment's name, or all")
     exp.add_argument("--out", default="runs/experiments", metavar="DIR",
                      help="folder of the runs and results (default runs/experiments)")
-    exp.add_argument("--seeds", type=number(int, 1, 100), default=DEFAULT_SEEDS, metavar="N",
-                     help=f"seeds 0 .. N-1 for every arm (default {DEFAULT_SEEDS})")
+    exp.add_argument("--seeds", type=number(int, 1, 100), default=None, metavar="N",
+                     help="seeds 0 .. N-1 for every arm (default: each experiment's planned "
+                          "number, docs/claims.md)")
+    exp.add_argument("--report-only", action="store_true",
+                     help="train nothing: build the reports from the runs finished so far")
     return exp
 
 

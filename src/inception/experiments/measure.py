@@ -4,8 +4,11 @@
   raw last iterate (claim 6), both through `inception eval`'s path, in fp32.
 - `lower_features` and `linear_probe`: how well a linear classifier on 4a's features separates
   the classes (claim 3's "encourage discrimination in the lower stages").
-- `gradient_curve`: the per-epoch norm of the gradient reaching conv1 .. 4a that training
-  recorded (`TrainConfig.watch_gradients`; claim 3's "increase the gradient signal").
+- `gradient_curve`: the per-epoch gradient at conv1 .. 4a that training recorded
+  (`TrainConfig.watch_gradients`; claim 3's "increase the gradient signal"): the main loss's
+  alone, relative to the rows above, or the training step's.
+- `generalization_gap`: training minus validation figures of a run's model (claims 3 and 5's
+  "regularization").
 - `training_rates`: training images/s of configurations side by side (claim 1; their
   parameters and multiply-adds are `inception.cost.table1_cost`'s totals).
 """
@@ -94,10 +97,55 @@ def training_images(cfg: TrainConfig, data_dir: str | None = None) -> tuple[Tens
                                                                               TensorSplit]:
     """(the run's training images, the test set) of a Fashion-MNIST run: the split `train`
     trained on, after the validation hold-out and the subset."""
+    return run_splits(cfg, data_dir)[::2]
+
+
+def run_splits(cfg: TrainConfig, data_dir: str | None = None
+               ) -> tuple[TensorSplit, TensorSplit | None, TensorSplit]:
+    """(training images, validation split or None, test set) of a Fashion-MNIST run, as
+    `train` split them."""
     train, test = fashion_mnist(data_dir)
+    val = None
     if cfg.val_images:
-        train = train.hold_out(cfg.val_images)[0]
-    return train.subset(cfg.subset), test
+        train, val = train.hold_out(cfg.val_images)
+    return train.subset(cfg.subset), val, test
+
+
+@torch.no_grad()
+def split_figures(loaded: LoadedModel, split: TensorSplit, batch: int = 1000
+                  ) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 %) of a model on a split's uint8 images: one centre view
+    each, cut and normalised by the model's preprocessing, fp32, no label smoothing."""
+    model, device = loaded.model.eval(), loaded.device
+    loss, correct = 0.0, 0
+    for i in range(0, len(split), batch):
+        x = loaded.preprocessing.views(split.images[i:i + batch].to(device), 1)[:, 0]
+        y = split.labels[i:i + batch].to(device)
+        logits = model(x).float()
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(1) == y).sum())
+    return loss / len(split), 100.0 * correct / len(split)
+
+
+GAP_IMAGES = 2_000  # the fixed training subset the gap is measured on: the run's first images
+
+
+def generalization_gap(run: Path, cfg: TrainConfig, data_dir: str | None = None
+                       ) -> dict[str, float]:
+    """How much better the run's exported model does on images it trained on than on held-out
+    ones: its loss and top-1 on the first `GAP_IMAGES` of its training images (unaugmented) and
+    on the validation split; `loss_gap` = validation − training loss, `top1_gap` = training −
+    validation top-1 (points). Both grow as a network overfits (section 5's "regularization")."""
+    train, val, _ = run_splits(cfg, data_dir)
+    if val is None:
+        raise ValueError(f"{run}: the run held out no validation split (val_images 0)")
+    loaded = load(run)
+    n = min(GAP_IMAGES, len(train), len(val))
+    train_loss, train_top1 = split_figures(loaded, train.subset(n))
+    val_loss, val_top1 = split_figures(loaded, val.subset(n))
+    return {"train_loss": train_loss, "val_loss": val_loss, "train_top1": train_top1,
+            "val_top1": val_top1, "loss_gap": val_loss - train_loss,
+            "top1_gap": train_top1 - val_top1}
 
 
 def probe_top1(run: Path, cfg: TrainConfig, data_dir: str | None = None) -> float:
@@ -109,14 +157,16 @@ def probe_top1(run: Path, cfg: TrainConfig, data_dir: str | None = None) -> floa
                         lower_features(loaded, test.images), test.labels, len(loaded.classes))
 
 
-def gradient_curve(run: Path) -> list[float]:
-    """The run's per-epoch mean norm of the gradient reaching conv1 .. 4a (metrics.csv)."""
+def gradient_curve(run: Path, column: str = "main_grad_ratio") -> list[float]:
+    """A per-epoch gradient column of the run's metrics.csv: by default the main loss's
+    gradient at conv1 .. 4a relative to the rows above (`inception.train.probes`), or
+    `lower_grad_norm`, the training step's own gradient there (aux losses included)."""
     with open(Path(run) / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or "lower_grad_norm" not in rows[0]:
-        raise ValueError(f"{run}/metrics.csv has no lower_grad_norm column; the run was trained "
+    if not rows or column not in rows[0]:
+        raise ValueError(f"{run}/metrics.csv has no {column} column; the run was trained "
                          "without watch_gradients")
-    return [float(r["lower_grad_norm"]) for r in rows]
+    return [float(r[column]) for r in rows]
 
 
 def training_rates(configs: Mapping[str, TrainConfig], repeats: int = 7,

@@ -1,8 +1,8 @@
 """Running experiments: every arm over several seeds, resumable, then the measurements.
 
-Runs live in `OUT/runs/<arm>-seed<k>/`, ordinary run directories (`inception eval` and
-`predict` take them), named by the arm's changes, so that arms with the same changes share their
-runs across experiments: the paper's protocol is trained once per seed, not six times. A
+Runs live in `OUT/runs/<regime>/<arm>-seed<k>/`, ordinary run directories (`inception eval` and
+`predict` take them), named by the arm's changes, so that arms with the same changes in the same
+regime share their runs across experiments: the paper's arm is trained once per seed. A
 finished run (it has `results.json`) is never trained again; an interrupted one resumes from its
 last checkpoint. Each run's measurements are cached in its `measures.json`.
 """
@@ -13,10 +13,11 @@ import json
 import logging
 import shutil
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inception.experiments.claims import Arm, Experiment, protocol
+from inception.experiments.claims import Arm, Experiment
 from inception.files import write_json
 from inception.train import train
 from inception.train.config import RunError, TrainConfig
@@ -27,46 +28,103 @@ RESULTS_FILE = "results.json"
 MEASURES_FILE = "measures.json"
 
 
-def run_dir(out: Path, arm: Arm, seed: int) -> Path:
-    """`OUT/runs/<arm's changes>-seed<k>`: the run directory of one arm and seed."""
-    return Path(out) / "runs" / f"{arm.run_name}-seed{seed}"
+def run_dir(out: Path, experiment: Experiment, arm: Arm, seed: int,
+            lr: float | None = None) -> Path:
+    """`OUT/runs/<regime>/<arm's changes>[,lr=X]-seed<k>`: the run directory of one arm and
+    seed (and learning rate, for an experiment with a grid; the regime's own rate is left out of
+    the name, so that the grid's run at that rate is the arm's ordinary run)."""
+    if lr == experiment.base().lr:
+        lr = None
+    return Path(out) / "runs" / experiment.regime / f"{arm.run_name(lr)}-seed{seed}"
 
 
-def jobs(experiments: Iterable[Experiment], seeds: Sequence[int]) -> list[tuple[Arm, int]]:
-    """The distinct (arm, seed) runs the experiments need, seed by seed: once the first seed is
-    done every arm has a run, so the runs of an interrupted session are already a (thin) basis
-    for every table."""
-    seen: dict[tuple[str, int], tuple[Arm, int]] = {}
+@dataclass(frozen=True)
+class Job:
+    """One run an experiment needs: an arm of `experiment` for `seed`, at learning rate `lr`
+    (None: the regime's)."""
+
+    experiment: Experiment
+    arm: Arm
+    seed: int
+    lr: float | None = None
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.arm.config(self.experiment.base(), self.seed, self.lr)
+
+    def folder(self, out: Path) -> Path:
+        return run_dir(out, self.experiment, self.arm, self.seed, self.lr)
+
+
+def seeds_of(experiment: Experiment, seeds: Sequence[int] | None = None) -> list[int]:
+    """The seeds an experiment runs: `seeds` when given, else its planned number from 0."""
+    return list(seeds) if seeds is not None else list(range(experiment.planned_seeds))
+
+
+def chosen_lr(out: Path, experiment: Experiment, arm: Arm) -> float | None:
+    """The learning rate the grid chose for `arm` (the best final validation top-1 of the first
+    seed's grid runs; ties: the smaller rate), None before every grid run has finished, or the
+    regime's (None) for an experiment without a grid."""
+    if experiment.lr_grid is None:
+        return None
+    top1 = {}
+    for lr in experiment.lr_grid:
+        results = Path(run_dir(out, experiment, arm, 0, lr)) / RESULTS_FILE
+        if not results.exists():
+            return None
+        top1[lr] = read_json(results)["val_top1"]
+    return max(sorted(top1), key=lambda lr: top1[lr])
+
+
+def jobs(experiments: Iterable[Experiment], out: Path,
+         seeds: Sequence[int] | None = None) -> list[Job]:
+    """The distinct runs the experiments need, seed by seed: the learning-rate grids first
+    (seed 0), then seed after seed, so that an interrupted session leaves every table a (thin)
+    basis. A grid arm's later seeds are listed once its grid has finished (call again)."""
     experiments = list(experiments)
-    for seed in seeds:
-        for experiment in experiments:
-            for arm in experiment.arms:
-                seen.setdefault((arm.run_name, seed), (arm, seed))
-    return list(seen.values())
+    todo: dict[Path, Job] = {}
+    for e in experiments:
+        for arm in e.arms:
+            for lr in e.lr_grid or ():
+                job = Job(e, arm, 0, lr)
+                todo.setdefault(job.folder(out), job)
+    longest = max(len(seeds_of(e, seeds)) for e in experiments)
+    for i in range(longest):
+        for e in experiments:
+            if i >= len(seeds_of(e, seeds)):
+                continue
+            for arm in e.arms:
+                lr = chosen_lr(out, e, arm)
+                if e.lr_grid is not None and lr is None:
+                    continue
+                job = Job(e, arm, seeds_of(e, seeds)[i], lr)
+                todo.setdefault(job.folder(out), job)
+    return list(todo.values())
 
 
-def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int],
-               base: TrainConfig | None = None, device: str = "auto", progress: bool = True,
-               data_dir: str | None = None, trainer: Callable[..., Any] = train) -> list[Path]:
+def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int] | None = None,
+               device: str = "auto", progress: bool = True, data_dir: str | None = None,
+               trainer: Callable[..., Any] = train) -> list[Path]:
     """Train every run the experiments need that is not finished yet; the run directories.
-
-    `base` is the protocol (default `protocol()`); `trainer` is `inception.train.train` (a
-    test may wrap it)."""
-    base = base or protocol()
-    dirs = []
-    todo = jobs(experiments, seeds)
-    for i, (arm, seed) in enumerate(todo, 1):
-        folder, cfg = run_dir(out, arm, seed), arm.config(base, seed)
-        dirs.append(folder)
-        if (folder / RESULTS_FILE).exists():
-            check_run_config(folder, cfg)
-            log.info("[%d/%d] %s: finished, kept", i, len(todo), folder)
-            continue
-        resume = _resumable(folder)
-        log.info("[%d/%d] %s: %s", i, len(todo), folder, "resuming" if resume else "training")
-        trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
-                data_dir=data_dir)
-    return dirs
+    `trainer` is `inception.train.train` (a test may wrap it)."""
+    experiments, dirs, done = list(experiments), [], set()
+    while True:  # a grid's choice adds the arm's remaining seeds
+        todo = [j for j in jobs(experiments, out, seeds) if j.folder(out) not in done]
+        if not todo:
+            return dirs
+        for i, job in enumerate(todo, 1):
+            folder, cfg = job.folder(out), job.config
+            dirs.append(folder)
+            done.add(folder)
+            if (folder / RESULTS_FILE).exists():
+                check_run_config(folder, cfg)
+                log.info("[%d/%d] %s: finished, kept", i, len(todo), folder)
+                continue
+            resume = _resumable(folder)
+            log.info("[%d/%d] %s: %s", i, len(todo), folder,
+                     "resuming" if resume else "training")
+            trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
+                    data_dir=data_dir)
 
 
 def _resumable(folder: Path) -> bool:

@@ -87,6 +87,13 @@ class TrainConfig:
         True, "channels-last memory format (faster convolutions on CPUs and GPUs)")
     seed: int = option(0, "random seed of the weights, the data order and the augmentation",
                        low=0, high=2**32 - 1)
+    # Not in the paper: each layer's initial weights drawn from a generator seeded by (seed,
+    # the layer's name), so configurations that differ in one layer start every other layer from
+    # the same weights (`GoogLeNet(init_seed=...)`); the paired ablations of `inception
+    # experiment` use it. Off: all layers draw in turn from torch's stream seeded by `seed`.
+    init_by_name: bool = option(
+        False, "draw each layer's initial weights from (seed, its name): arms that share a "
+        "layer share its initial weights")
     workers: int = option(
         2, "DataLoader worker processes for image folders (in-memory data sets use none)",
         low=0, high=MAX_WORKERS)

@@ -37,6 +37,7 @@ from inception.train.config import COMPILE_MODES, RunError, TrainConfig
 from inception.train.engine import Position, Trainer, TrainForward, evaluate, progress_bar
 from inception.train.loaders import Data, EvalSplit, epoch_seed, load_data
 from inception.train.optim import make_average, make_optimizer, make_scheduler
+from inception.train.probes import probe_gradients
 from inception.train.rundir import (
     check_run_dir,
     create_run_dir,
@@ -228,7 +229,7 @@ def _start(cfg: TrainConfig, data: str, data_dir: str | None, out: Path, dev: to
     if cfg.model.num_classes != len(dataset.classes):
         cfg = cfg.replace(num_classes=len(dataset.classes))
     dataset.train.check(cfg.batch_size, say=ctx.main)
-    model = GoogLeNet(cfg.model)
+    model = GoogLeNet(cfg.model, init_seed=cfg.seed if cfg.init_by_name else None)
     if cfg.init is not None and fresh:
         init_from_torchvision(model, cfg)
     distributed.on_main(ctx, lambda: create_run_dir(out, model), RunError)
@@ -354,8 +355,10 @@ class _Run:
                f"{split}_loss": round(result.loss, 6), f"{split}_top1": round(result.top1, 4),
                f"{split}_top5": round(result.top5, 4),
                "lr": pos.lr, "images_per_s": round(pos.seen / max(pos.train_s, 1e-9), 1)}
-        if self.cfg.watch_gradients:
+        if self.cfg.watch_gradients:  # the step's gradient, then the main loss's alone
             row["lower_grad_norm"] = round(pos.grad_norm_sum / max(pos.grad_norm_steps, 1), 6)
+            row.update(probe_gradients(self.trainer.model, dataset.every_epoch.images,
+                                       dataset.preprocessing, self.cfg.label_smoothing))
         self.state.metrics.append(row)
         evaluated = dataset.every_epoch
         skipped = distributed.gather_objects(self.ctx, (dataset.train.skipped,
@@ -380,8 +383,7 @@ class _Run:
         final = self.trainer.averaged_or_model(self.state.position)
         model_path = out / "model.safetensors"
         plots = [out / "curves.png", out / "confusion.png"]
-        # Per-class accuracy and the confusion matrix of the headline split: the test set when
-        # a validation split was held out.
+        # Per-class accuracy and confusion matrix: of the test set when a split was held out.
         headline = test if test is not None else result
         if self.ctx.main:
             model_path = export_model(out, final.cpu(), dataset.classes, dataset.preprocessing,

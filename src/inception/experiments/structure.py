@@ -1,0 +1,159 @@
+"""The experiments that measure trained models rather than train arms: section 4's branches
+and Table 3's test-time structure, from the paper's arm of the base regime.
+
+- `branches`: every Inception module's four branches zeroed one at a time at inference on the
+  test set (`inception.experiments.branches`), per seed. Its primary metric is the trend with
+  depth that section 4 asks for ("the ratio of 3x3 and 5x5 convolutions should increase as we
+  move to higher layers"): per model, Spearman's rank correlation between a module's depth
+  (3a = 1 .. 5b = 9) and the 3x3 and 5x5 branches' share of the loss the module's branches
+  cost when removed; tested against 0 over the seeds.
+- `crops`: Table 3's layout, 1 and 7 models x 1, 10 and 144 crops, each cell's error and cost
+  (crops x models), on the first `CROPS_IMAGES` test images (`inception.experiments.crops`).
+
+Both are cached: a run's branch ablation in its `measures.json`, the crop grid in
+`OUT/crops/grid.json`. `build_reports` builds every kind of experiment's report and corrects
+their primary comparisons together.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from pathlib import Path
+from typing import Any
+
+from scipy import stats as scipy_stats
+
+from inception.experiments import branches, crops, report
+from inception.experiments.claims import Experiment
+from inception.experiments.measure import run_splits
+from inception.experiments.report import Comparison, Report, finished_runs, read_json
+from inception.experiments.runner import RESULTS_FILE, cached_measure, saved_config
+from inception.experiments.table import Column, Spread
+from inception.files import write_json
+from inception.weights import load
+
+CROPS_IMAGES = 2_000  # Table 3's grid: 144 crops x 7 models of every image is the cost
+WIDE = ("3x3", "5x5")
+
+log = logging.getLogger(__name__)
+
+
+def loss_share_trend(result: branches.BranchResult) -> tuple[float, list[float]]:
+    """(Spearman's rho between depth and the 3x3 + 5x5 share of the loss increase, the share
+    per module). A module whose branches cost nothing when removed has no share and is left
+    out."""
+    shares = []
+    for module in result.modules:
+        cells = {b: v for b, v in result.loss_increase[module].items() if v is not None}
+        total = sum(max(v, 0.0) for v in cells.values())
+        shares.append(sum(max(cells[b], 0.0) for b in WIDE if b in cells) / total
+                      if total > 0 else float("nan"))
+    depth = [i + 1 for i, s in enumerate(shares) if s == s]
+    rho = scipy_stats.spearmanr(depth, [s for s in shares if s == s]).statistic
+    return float(rho), shares
+
+
+def _ablation(run: Path, data_dir: str | None) -> branches.BranchResult:
+    def compute() -> dict[str, Any]:
+        test = run_splits(saved_config(run), data_dir)[2]
+        return branches.branch_ablation(load(run), test.images, test.labels).to_json()
+
+    return branches.BranchResult.from_json(cached_measure(run, "branches", compute))
+
+
+def branches_report(experiment: Experiment, out: Path, seeds: list[int] | None,
+                    data_dir: str | None) -> Report:
+    """The branch ablation of every finished seed of the paper's arm, aggregated."""
+    runs = finished_runs(out, experiment, seeds)[experiment.baseline.name]
+    results = {s: _ablation(r, data_dir) for s, r in runs.items()}
+    trends = {s: loss_share_trend(r) for s, r in results.items()}
+    name = experiment.baseline.name
+    column = Column(experiment.primary, {name: {s: t[0] for s, t in trends.items()}}, digits=3)
+    report = Report(experiment, [column])
+    summary = branches.aggregate(list(results.values()))
+    folder = Path(out) / experiment.name
+    folder.mkdir(parents=True, exist_ok=True)
+    branches.plot_branches(summary, folder / "plot.png",
+                           f"branches zeroed at inference, {len(results)} models")
+    report.body = _branch_table(results, trends)
+    report.extra.update(runs=len(runs), train_minutes=_minutes(runs.values()),
+                        branches=summary, shares={str(s): t[1] for s, t in trends.items()})
+    report.comparisons = [Comparison(experiment.name, "depth trend", "none (0)",
+                                     experiment.primary, Spread.of(list(column.values[name]
+                                                                        .values())),
+                                     None, "higher")]
+    return report
+
+
+def _branch_table(results: dict[int, branches.BranchResult],
+                  trends: dict[int, tuple[float, list[float]]]) -> str:
+    """Per module: the design's 3x3 + 5x5 share of the output channels, their share of the
+    output's energy and of the loss the branches cost (mean ± sd over the models)."""
+    first = next(iter(results.values()))
+    lines = ["| module | 3x3 + 5x5 channels (design) | their energy share | their loss share |",
+             "|---|---|---|---|"]
+    for i, module in enumerate(first.modules):
+        design = sum(first.channel_share[module][b] or 0.0 for b in WIDE)
+        energy = Spread.of([sum(r.energy_share[module][b] or 0.0 for b in WIDE)
+                            for r in results.values()])
+        loss = [t[1][i] for t in trends.values() if t[1][i] == t[1][i]]
+        loss_text = Spread.of(loss).format(2) if loss else "n/a"
+        lines.append(f"| {module} | {design:.2f} | {energy.format(2)} | {loss_text} |")
+    return "\n".join(lines)
+
+
+def crops_report(experiment: Experiment, out: Path, seeds: list[int] | None,
+                 data_dir: str | None) -> Report:
+    """Table 3's grid from the first 7 finished seeds of the paper's arm (1 model: seed 0)."""
+    runs = finished_runs(out, experiment, seeds)[experiment.baseline.name]
+    paths = [runs[s] for s in sorted(runs)]
+    cache = Path(out) / experiment.name / "grid.json"
+    key = [str(p) for p in paths]
+    grid = read_json(cache)["grid"] if cache.exists() and read_json(cache)["runs"] == key \
+        else None
+    if grid is None:
+        grid = crops.crop_grid(paths, crops=(1, 10, 144), models=(1, len(paths)),
+                               subset=CROPS_IMAGES, data_dir=data_dir, precision="fp32")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_json(cache, {"runs": key, "grid": grid})
+    cells = {f"{c['models']} x {c['crops']}": c["top1_error"] for c in grid}
+    report = Report(experiment, [Column(experiment.primary, {"cells": dict(enumerate(
+        cells.values()))})])
+    report.body = crops.markdown_table(grid)
+    report.extra.update(runs=len(paths), train_minutes=_minutes(paths), grid=grid,
+                        images=CROPS_IMAGES)
+    return report
+
+
+def _minutes(runs) -> float:
+    return round(statistics.fsum(read_json(Path(r) / RESULTS_FILE)["wall_s"] for r in runs) / 60,
+                 1)
+
+
+def build_report(experiment: Experiment, out: Path, seeds: list[int] | None = None,
+                 data_dir: str | None = None) -> Report:
+    """The report of a `branches` or `crops` experiment."""
+    if experiment.kind == "branches":
+        return branches_report(experiment, out, seeds, data_dir)
+    return crops_report(experiment, out, seeds, data_dir)
+
+
+def build_reports(experiments: list[Experiment], out: Path, seeds: list[int] | None = None,
+                  data_dir: str | None = None) -> list[Report]:
+    """The reports of every experiment that has finished runs, their primary comparisons
+    Holm-corrected together as one family; an experiment without any is left out with a
+    warning (all of them without: `FileNotFoundError`)."""
+    reports, missing = [], []
+    for e in experiments:
+        try:
+            reports.append(report.build_report(e, out, seeds, data_dir) if e.kind == "ablation"
+                           else build_report(e, out, seeds, data_dir))
+        except FileNotFoundError as error:
+            missing.append(str(error))
+    if not reports:
+        raise FileNotFoundError("; ".join(missing))
+    for text in missing:
+        log.warning("%s", text)
+    report.correct([c for r in reports for c in r.comparisons])
+    return reports
