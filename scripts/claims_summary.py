@@ -6,10 +6,10 @@ wrote, into README.md and docs/claims.md.
     .venv/bin/python scripts/claims_summary.py --out DIR       # another experiment folder
 
 One row per primary comparison (arm minus the paper's arm, paired by seed): the seeds, the
-difference, its interval corrected for the family (Holm's family: every primary comparison
-reported together) and the verdict, all as `result.json` holds them; an experiment without a
-`result.json` yet is listed as not run. The table sits between the two marker comments; README
-gets a shorter form (claim, difference, verdict).
+difference, its simultaneous interval and the verdict, Holm-corrected here over every
+comparison of every `result.json` (one family, whichever commands wrote them); an experiment
+without a `result.json` yet is listed as not run. The table sits between the two marker
+comments; README gets a shorter form (claim, difference, verdict).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from inception.experiments import stats
 from inception.experiments.claims import EXPERIMENTS
+from inception.experiments.report import Comparison, correct
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "claims.md")
@@ -43,27 +44,41 @@ def compact(out: Path) -> list[str]:
     return lines
 
 
+def comparisons(out: Path) -> dict[str, list[Comparison]]:
+    """Every experiment's primary comparisons read from its `result.json`, Holm-corrected
+    together as one family (whichever command wrote each file)."""
+    found = {}
+    for name in EXPERIMENTS:
+        path = out / name / "result.json"
+        if path.exists():
+            found[name] = [Comparison.from_dict(c)
+                           for c in json.loads(path.read_text())["comparisons"]]
+    correct([c for cs in found.values() for c in cs])
+    return found
+
+
 def rows(out: Path) -> list[str]:
     """One Markdown row per primary comparison of each experiment."""
     lines = ["| claim | section | regime | primary metric | arm − paper's arm | seeds | "
-             "corrected interval | verdict |", "|---|---|---|---|---|---|---|---|"]
+             "simultaneous interval | verdict |", "|---|---|---|---|---|---|---|---|"]
+    found = comparisons(out)
     for name, experiment in EXPERIMENTS.items():
         path = out / name / "result.json"
-        if not path.exists():
+        if name not in found:
             lines.append(f"| {name} | {experiment.section} | {experiment.regime} | "
                          f"{experiment.primary} | not run yet | | | |")
             continue
-        result = json.loads(path.read_text())
-        if not result["comparisons"]:
+        if not found[name]:
+            runs = json.loads(path.read_text()).get("runs", "")
             lines.append(f"| {name} | {experiment.section} | {experiment.regime} | "
-                         f"{experiment.primary} | descriptive (docs/claims.md) | "
-                         f"{result.get('runs', '')} models | | |")
-        for c in result["comparisons"]:
-            d = c["difference"]
-            lo, hi = stats.interval(d["mean"], d["std"], d["n"], 1 - 0.05 / c["family"])
-            lines.append(f"| {name} | {experiment.section} | {experiment.regime} | {c['metric']}"
-                         f" | {c['arm']}: {d['mean']:+.2f} ± {d['std']:.2f} | {d['n']} | "
-                         f"[{lo:+.2f}, {hi:+.2f}] | {c['verdict']} |")
+                         f"{experiment.primary} | descriptive (docs/claims.md) | {runs} models"
+                         " | | |")
+        for c in found[name]:
+            d = c.diff
+            lo, hi = stats.interval(d.mean, d.std, d.n, 1 - 0.05 / c.family)
+            lines.append(f"| {name} | {experiment.section} | {experiment.regime} | {c.metric}"
+                         f" | {c.arm}: {d.mean:+.2f} ± {d.std:.2f} | {d.n} | "
+                         f"[{lo:+.2f}, {hi:+.2f}] | {c.verdict()} |")
     return lines
 
 

@@ -1,7 +1,9 @@
 """`inception experiment`: the arms, the table's arithmetic, resuming, the gradient measurement."""
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -152,18 +154,87 @@ def test_runs_are_shared_within_a_regime_and_the_grid_comes_first(tmp_path):
     assert not any(j.experiment.name == "reductions" and j.seed == 1 for j in todo)
 
 
-def test_the_grid_picks_each_arms_best_validation_top1(tmp_path):
+def test_the_grid_picks_each_arms_best_validation_top1_on_a_seed_of_its_own(tmp_path):
     experiment = EXPERIMENTS["reductions"]
     arm = experiment.arms[1]
     for lr, top1 in zip(claims.LR_GRID, (80.0, 85.5, 85.5, 70.0), strict=True):
-        folder = run_dir(tmp_path, experiment, arm, 0, lr)
+        folder = run_dir(tmp_path, experiment, arm, claims.GRID_SEED, lr)
         folder.mkdir(parents=True)
         if lr != 0.4:
             (folder / "results.json").write_text(f'{{"val_top1": {top1}, "test_top1": 1}}')
-    assert chosen_lr(tmp_path, experiment, arm) is None  # not every grid run has finished
-    (run_dir(tmp_path, experiment, arm, 0, 0.4) / "results.json").write_text(
-        '{"val_top1": 70.0}')
+    assert chosen_lr(tmp_path, experiment, arm) is None  # not every grid run has ended
+    (run_dir(tmp_path, experiment, arm, claims.GRID_SEED, 0.4) / "diverged.json").write_text(
+        "{}")
     assert chosen_lr(tmp_path, experiment, arm) == 0.1  # a tie goes to the smaller rate
+    assert claims.GRID_SEED not in range(experiment.planned_seeds)  # never a compared seed
+
+
+def test_a_diverged_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
+    from inception.train.config import Diverged
+
+    tiny = protocol().replace(subset=256, val_images=128, epochs=1)
+    monkeypatch.setitem(claims.REGIMES, "base", lambda seed=0: tiny.replace(seed=seed))
+    experiment = EXPERIMENTS["pool-branch"]
+    trained = []
+
+    def trainer(cfg, out, **kw):
+        trained.append((cfg.seed, cfg.model.pool_branch))
+        if not cfg.model.pool_branch and cfg.seed == 1:
+            out.mkdir(parents=True)
+            (out / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+            raise Diverged("the loss became nan at step 3")
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+        (out / "results.json").write_text('{"val_top1": 1, "test_top1": 1, "wall_s": 1}')
+
+    train_arms([experiment], tmp_path, [0, 1, 2], device="cpu", progress=False,
+               trainer=trainer)
+    assert len(trained) == 6  # every run was tried
+    diverged = run_dir(tmp_path, experiment, experiment.arms[1], 1) / "diverged.json"
+    assert "nan at step 3" in json.loads(diverged.read_text())["error"]
+    trained.clear()
+    train_arms([experiment], tmp_path, [0, 1, 2], device="cpu", progress=False,
+               trainer=trainer)
+    assert trained == []  # a diverged run has ended: it is not trained again
+    report = report_lib.build_report(experiment, tmp_path, [0, 1, 2])
+    assert report.comparisons[0].diff.n == 2  # seed 1 has no pair
+    assert report.extra["diverged"] == [str(diverged.parent)]
+    assert "1 runs diverged" in report.text()
+
+
+def test_a_verdict_follows_the_direction_the_claim_expects():
+    up = report_lib.Comparison("branches", "depth trend", "0", "rho",
+                               Spread.of([0.5, 0.6, 0.7, 0.55]), None, "higher")
+    report_lib.correct([up])
+    assert up.verdict() == "for the claim: resolved, above the paper's arm"
+    down = report_lib.Comparison("e", "no aux", "aux", "top-1",
+                                 Spread.of([0.5, 0.6, 0.7, 0.55]), 0.3, "lower")
+    report_lib.correct([down])
+    assert down.verdict().startswith("against the claim: resolved, above")
+    single = report_lib.Comparison("e", "x", "y", "top-1", Spread.of([1.0]), 0.3, "lower")
+    report_lib.correct([single])
+    assert single.verdict() == "unresolved (fewer than two seeds)" and single.family == 1
+
+
+def test_the_summary_corrects_every_result_json_as_one_family(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "claims_summary", Path(__file__).parents[1] / "scripts" / "claims_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    for name, values in (("pool-branch", [-0.2, -0.3, -0.25, -0.35]),
+                         ("dropout", [0.1, -0.1, 0.05, -0.02])):
+        c = report_lib.Comparison(name, "other", "paper", "top-1", Spread.of(values), 0.3,
+                                  "lower")
+        report_lib.correct([c])  # each file corrected alone, as a one-experiment command does
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps({"comparisons": [c.to_dict()]}))
+    found = summary.comparisons(tmp_path)
+    assert {c.family for cs in found.values() for c in cs} == {4}
+    rows = summary.rows(tmp_path)
+    assert any(r.startswith("| pool-branch |") and "| 4 |" in r for r in rows)
+    assert any(r.startswith("| aux-heads |") and "not run yet" in r for r in rows)
 
 
 def test_select_refuses_an_unknown_experiment_by_name():
@@ -226,12 +297,13 @@ def test_holm_corrects_over_the_family_and_equivalence_needs_its_margin():
     alone = comparison([-0.30, -0.25, -0.35, -0.28, -0.2])
     report_lib.correct([alone])
     assert alone.rejected and alone.verdict().startswith("for the claim: resolved, below")
-    # The same difference in a family of ten with nothing else: Holm's first step (0.005) may
-    # still reject it, but its corrected interval is wider than the 95% one.
+    # The same difference in a family of ten comparisons: Holm's first step (0.05 / 20) may
+    # still reject it, but its simultaneous interval is wider than the 95% one.
     family = [comparison([-0.30, -0.25, -0.35, -0.28, -0.2], name="a")] + [
         comparison([0.1, -0.1, 0.2, -0.2, 0.0], name=str(i)) for i in range(9)]
     report_lib.correct(family)
-    assert family[0].family == 10 and "corrected for 10 comparisons" in family[0].line()
+    assert family[0].family == 20  # ten differences and their ten equivalence tests
+    assert "simultaneous interval for 20 hypotheses" in family[0].line()
     same = comparison([0.02, -0.03, 0.01, 0.0, -0.01, 0.02, -0.02, 0.01])
     report_lib.correct([same])
     assert same.equivalent and same.verdict() == "against the claim: equivalent within ±0.3"
@@ -305,12 +377,12 @@ def test_an_interrupted_experiment_resumes_without_retraining_finished_arms(
         report_lib.LOSS_GAP, report_lib.TOP1_GAP]
     assert all(s.n == 2 for c in aux.columns for s in c.spreads().values())
     assert {len(curve) for arm in aux.curves.values() for curve in arm.values()} == {2}
-    assert aux.comparisons[0].family == 2
+    assert aux.comparisons[0].family == 4  # 2 comparisons, each tested and with a margin
     paths = report_lib.write_report(aux, tmp_path)
     assert [p.name for p in paths] == ["table.md", "result.json", "plot.png"]
     text = paths[0].read_text()
     assert "| no aux heads − aux heads (weight 0.3) | 2 |" in text
-    assert "corrected for 2 comparisons" in text and "Verdict: " in text
+    assert "for 4 hypotheses" in text and "Verdict: " in text
     final, raw = averaging.columns[0].values.values()
     assert set(final) == set(raw) == {0, 1}
     # A report refuses runs trained with other settings.

@@ -34,6 +34,9 @@ MAX_SEEDS = 10  # the budget's cap on any claim's seeds
 # widths 0.080 .. 0.100 in steps of 0.001; tests/test_experiments.py recomputes it).
 MATCHED_NAIVE_WIDTH = 0.086
 LR_GRID = (0.05, 0.1, 0.2, 0.4)  # the reductions arms' grid; the protocol's peak is 0.2
+# The grid's runs have a seed of their own, outside every comparison: the run that won the
+# choice on the validation split is not then reported as a test figure.
+GRID_SEED = 100
 
 
 def protocol(seed: int = 0) -> TrainConfig:
@@ -71,11 +74,17 @@ def paper_heads_lrn(seed: int = 0) -> TrainConfig:
     return paper_heads(seed).replace(norm="lrn", lr=0.05, epochs=3)
 
 
+# The `overfitting` regime's check, declared with it: the paper's arm's validation loss must
+# end more than this above its training loss (the report says whether it did).
+OVERFITTING_LOSS_GAP = 0.1
+
+
 def overfitting(seed: int = 0) -> TrainConfig:
-    """A regime where the network overfits, declared before running: 2,000 training images (190
-    parameters per image; the paper's network had about 5 per ImageNet image) for 40 epochs
-    (280 steps, as many as the base regime's), so that the training loss falls far below the
-    validation loss (the generalization gap is measured and reported)."""
+    """A regime where the network overfits, declared before running: 2,000 training images (189
+    parameters per image; the paper's network had 5.8: 7.0M parameters without the aux heads
+    over 1.2M ImageNet images) for 40 epochs (280 steps, about the base regime's 312), so that
+    the training loss falls far below the validation loss (`OVERFITTING_LOSS_GAP`; the
+    generalization gap is measured and reported)."""
     return protocol(seed).replace(subset=2_000, epochs=40)
 
 
@@ -123,7 +132,7 @@ class Experiment:
     """A claim of the paper, the regime it is tested in and the arms that test it (`arms[0]` is
     the paper's), declared in advance: the primary metric, the margin `delta` within which a
     difference does not matter, the spread that planned the seeds and, where the arms' learning
-    rates are chosen, the grid (on the first seed's validation split, the best final top-1)."""
+    rates are chosen, the grid (the best final validation top-1 of runs with `GRID_SEED`)."""
 
     name: str
     section: str
@@ -217,7 +226,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     Experiment(
         "branches", "4",
         "the ratio of 3x3 and 5x5 convolutions should increase as we move to higher layers",
-        "base", (PAPER,), primary="depth trend of the 3x3 and 5x5 branches' share of the loss",
+        "base", (PAPER,),
+        primary="depth trend of the 3x3 and 5x5 branches' loss share per channel",
         delta=None, kind="branches", seeds=5),
     Experiment(
         "crops", "7",

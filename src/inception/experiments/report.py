@@ -9,12 +9,14 @@ delete them to measure again.
 
 Verdicts (`Comparison`): each claim's primary metric, arm minus the paper's arm, paired by seed;
 the paired t test of no difference and, where the claim names a margin δ, the two one-sided
-tests of a difference inside ±δ, both Holm-corrected over every primary comparison reported
-together (`correct`). Other columns are secondary: their 95% intervals are not corrected.
+tests of a difference inside ±δ, all in one Holm family over every primary comparison reported
+together (`correct`; `scripts/claims_summary.py` corrects the whole set of `result.json`
+files). Other columns are secondary: their 95% intervals are not corrected.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,9 @@ import torch
 
 from inception.cost import table1_cost
 from inception.experiments import measure, stats
-from inception.experiments.claims import Arm, Experiment
+from inception.experiments.claims import OVERFITTING_LOSS_GAP, Arm, Experiment
 from inception.experiments.runner import (
+    DIVERGED_FILE,
     RESULTS_FILE,
     cached_measure,
     check_run_config,
@@ -53,7 +56,7 @@ ALPHA = 0.05
 class Comparison:
     """One arm against the paper's arm in the primary metric: the paired difference, the margin
     δ named in advance (or None), which way the claim expects it, and, once `correct` has seen
-    the whole family, the Holm decisions and the family's size."""
+    the whole family, the Holm-adjusted p-values, the decisions and the family's size."""
 
     experiment: str
     arm: str
@@ -62,13 +65,19 @@ class Comparison:
     diff: Spread
     delta: float | None
     expect: str
-    rejected: bool = False
-    equivalent: bool = False
+    p_adjusted: float = 1.0
+    tost_adjusted: float | None = None
     family: int = 1
 
     @property
     def key(self) -> str:
         return f"{self.experiment}: {self.arm}"
+
+    @property
+    def testable(self) -> bool:
+        """At least two seeds and a finite difference: something a t test can take."""
+        return self.diff.n >= 2 and math.isfinite(self.diff.mean) and math.isfinite(
+            self.diff.std)
 
     def p(self) -> float:
         return stats.paired_t_p(self.diff.mean, self.diff.std, self.diff.n)
@@ -78,19 +87,35 @@ class Comparison:
             return None
         return stats.equivalence_p(self.diff.mean, self.diff.std, self.diff.n, self.delta)
 
+    @property
+    def rejected(self) -> bool:
+        """Holm rejects "no difference" (family-wise 5%)."""
+        return self.p_adjusted < ALPHA
+
+    @property
+    def equivalent(self) -> bool:
+        """Holm rejects "a difference of δ or more" (TOST, in the same family)."""
+        return self.tost_adjusted is not None and self.tost_adjusted < ALPHA
+
     def verdict(self) -> str:
-        """for / against / equivalent within ±δ / unresolved (with the seeds it would take)."""
+        """for / against / equivalent within ±δ / unresolved (with the seeds it would take).
+        Equivalence comes first: a resolved difference inside ±δ is one the claim's margin
+        calls negligible."""
         d = self.diff
+        if self.equivalent:
+            word = "for" if self.expect == "not higher" else "against"
+            small = "; a difference is resolved but smaller than δ" if self.rejected else ""
+            return f"{word} the claim: equivalent within ±{self.delta:g}{small}"
         if self.rejected:
             above = d.mean > 0
             supports = above if self.expect == "higher" else not above
             side = "above" if above else "below"
             return f"{'for' if supports else 'against'} the claim: resolved, {side} the paper's arm"
-        if self.equivalent:
-            word = "for" if self.expect == "not higher" else "against"
-            return f"{word} the claim: equivalent within ±{self.delta:g}"
+        if not self.testable:
+            return "unresolved (fewer than two seeds)"
         effect = self.delta if self.delta is not None else abs(d.mean)
-        need = stats.seeds_to_resolve(effect, d.std, ALPHA / self.family) if d.std > 0 else None
+        need = (stats.seeds_to_resolve(effect, d.std, ALPHA / self.family)
+                if d.std > 0 and effect > 0 else None)
         more = (f"about {need} seeds would resolve a difference of {effect:.2g} at this spread"
                 if need else "more seeds than the budget allows would be needed")
         return f"unresolved ({more})"
@@ -98,29 +123,46 @@ class Comparison:
     def line(self) -> str:
         d = self.diff
         lo, hi = stats.interval(d.mean, d.std, d.n)
-        clo, chi = stats.interval(d.mean, d.std, d.n, 1 - ALPHA / self.family)
+        blo, bhi = stats.interval(d.mean, d.std, d.n, 1 - ALPHA / self.family)
         margin = f"; margin ±{self.delta:g}" if self.delta is not None else ""
+        tost = (f", equivalence {self.tost_adjusted:.3g}" if self.tost_adjusted is not None
+                else "")
         return (f"**{self.metric}, {self.arm} − {self.baseline}: {d.format(signed=True)} over "
-                f"{d.n} seeds; 95% interval [{lo:+.2f}, {hi:+.2f}]; corrected for {self.family} "
-                f"comparisons [{clo:+.2f}, {chi:+.2f}]{margin}. Verdict: {self.verdict()}.**")
+                f"{d.n} seeds; 95% interval [{lo:+.2f}, {hi:+.2f}]; simultaneous interval for "
+                f"{self.family} hypotheses [{blo:+.2f}, {bhi:+.2f}]{margin}; Holm-adjusted p: "
+                f"difference {self.p_adjusted:.3g}{tost}. Verdict: {self.verdict()}.**")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arm": self.arm, "metric": self.metric, "difference": self.diff.to_dict(),
-                "delta": self.delta, "expect": self.expect, "p": self.p(),
-                "tost_p": self.tost_p(), "holm_rejected": self.rejected,
-                "holm_equivalent": self.equivalent, "family": self.family,
-                "verdict": self.verdict()}
+        return {"experiment": self.experiment, "arm": self.arm, "baseline": self.baseline,
+                "metric": self.metric, "difference": self.diff.to_dict(), "delta": self.delta,
+                "expect": self.expect, "p": self.p(), "tost_p": self.tost_p(),
+                "p_adjusted": self.p_adjusted, "tost_adjusted": self.tost_adjusted,
+                "family": self.family, "verdict": self.verdict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """A comparison read back from `result.json` (to be corrected in another family)."""
+        d = data["difference"]
+        return cls(data["experiment"], data["arm"], data["baseline"], data["metric"],
+                   Spread(d["mean"], d["std"], d["n"]), data["delta"], data["expect"])
 
 
-def correct(comparisons: list[Comparison], alpha: float = ALPHA) -> None:
-    """Holm over the family: the t tests of no difference, and the equivalence tests of those
-    comparisons that name a margin (each family at `alpha`)."""
-    rejected = stats.holm({c.key: c.p() for c in comparisons}, alpha)
-    equivalent = stats.holm({c.key: c.tost_p() for c in comparisons if c.delta is not None},
-                            alpha)
+def correct(comparisons: list[Comparison]) -> None:
+    """Holm over one family holding every comparison's test of no difference and, where it
+    names a margin, its equivalence test (TOST): the family-wise error rate of all the verdicts
+    together is 5%. A comparison without two seeds stays out (p = 1)."""
+    p_values = {}
     for c in comparisons:
-        c.rejected, c.equivalent = rejected[c.key], equivalent.get(c.key, False)
-        c.family = len(comparisons)
+        if c.testable:
+            p_values[f"{c.key} (difference)"] = c.p()
+            if c.delta is not None:
+                p_values[f"{c.key} (equivalence)"] = c.tost_p()
+    adjusted = stats.holm_adjusted(p_values) if p_values else {}
+    for c in comparisons:
+        c.p_adjusted = adjusted.get(f"{c.key} (difference)", 1.0)
+        c.tost_adjusted = adjusted.get(f"{c.key} (equivalence)",
+                                       None if c.delta is None else 1.0)
+        c.family = max(1, len(p_values))
 
 
 def secondary_line(column: Column) -> str:
@@ -162,8 +204,12 @@ class Report:
         margin = f"margin ±{e.delta:g}" if e.delta is not None else "no margin"
         plan = (f"Regime `{e.regime}`; primary metric: {e.primary}; {margin}; "
                 f"{e.planned_seeds} seeds planned.")
+        diverged = self.extra.get("diverged") or []
+        notes = [self.extra.get("regime_check", ""),
+                 f"{len(diverged)} runs diverged (loss NaN or infinite) and are left out: "
+                 + ", ".join(diverged) if diverged else ""]
         parts = [f"## {e.name} (section {e.section})", f"> {e.sentence}", plan, self.table(),
-                 self.body, verdicts, secondary,
+                 self.body, verdicts, secondary, *notes,
                  f"Cost: {runs} training runs, {minutes:.1f} minutes of wall time in all "
                  "(their results.json)."]
         return "\n\n".join(p for p in parts if p) + "\n"
@@ -205,6 +251,27 @@ def finished_runs(out: Path, experiment: Experiment, seeds: list[int] | None = N
     return {arm: {s: r[s] for s in shared} for arm, r in runs.items()}
 
 
+def diverged_runs(out: Path, experiment: Experiment, seeds: list[int] | None) -> list[str]:
+    """The runs of the experiment's seeds whose loss became NaN or infinite: left out of the
+    paired comparison (their seed has no pair), listed in the report."""
+    found = []
+    for arm in experiment.arms:
+        lr = chosen_lr(out, experiment, arm)
+        found += [str(run_dir(out, experiment, arm, s, lr)) for s in seeds_of(experiment, seeds)
+                  if (run_dir(out, experiment, arm, s, lr) / DIVERGED_FILE).exists()]
+    return found
+
+
+def overfitting_check(report: Report) -> str:
+    """Whether the `overfitting` regime did overfit: the paper's arm's mean loss gap against
+    the threshold declared with the regime (`claims.OVERFITTING_LOSS_GAP`)."""
+    gaps = next(c for c in report.columns if c.name == LOSS_GAP).spreads()
+    gap = gaps[report.experiment.baseline.name].mean
+    met = "met" if gap > OVERFITTING_LOSS_GAP else "NOT met"
+    return (f"Regime check, declared in advance: the paper's arm overfits (validation minus "
+            f"training loss above {OVERFITTING_LOSS_GAP:g}): {gap:.3f}, {met}.")
+
+
 def test_top1(run: Path, results: dict[str, Any]) -> float:
     """The run's test top-1; a run that evaluated no test set is refused (its validation figure
     is not a test figure)."""
@@ -243,6 +310,9 @@ def build_report(experiment: Experiment, out: Path, seeds: list[int] | None = No
     _add_measures(report, runs, data_dir)
     if "cost" in experiment.measures:
         _add_cost(report, out, rate_repeats)
+    report.extra["diverged"] = diverged_runs(out, experiment, seeds)
+    if experiment.regime == "overfitting":
+        report.extra["regime_check"] = overfitting_check(report)
     primary = next(c for c in report.columns if c.name == experiment.primary)
     report.columns = [primary, *(c for c in report.columns if c is not primary)]
     report.comparisons = [
@@ -275,8 +345,8 @@ def _add_measures(report: Report, runs: dict[str, dict[int, Path]],
             r, "probe_top1", lambda: measure.probe_top1(r, saved_config(r), data_dir))))
     if "gap" in measures:
         def gap(r: Path) -> dict[str, float]:
-            return cached_measure(r, "gap", lambda: measure.generalization_gap(
-                r, saved_config(r), data_dir))
+            return cached_measure(r, f"gap{measure.GAP_IMAGES}", lambda: (
+                measure.generalization_gap(r, saved_config(r), data_dir)))
 
         report.columns.append(column(LOSS_GAP, lambda r: gap(r)["loss_gap"], 3))
         report.columns.append(column(TOP1_GAP, lambda r: gap(r)["top1_gap"]))
@@ -289,8 +359,9 @@ def _add_cost(report: Report, out: Path, repeats: int) -> None:
     reports = {name: table1_cost(cfg.model) for name, cfg in configs.items()}
     costs = {name: {"params": r.total_params, "macs": r.total_ops} for name, r in reports.items()}
     path = Path(out) / experiment.name / "cost.json"
-    if path.exists():
-        rates = read_json(path)["training_images_per_s"]
+    cached = read_json(path)["training_images_per_s"] if path.exists() else {}
+    if set(cached) == set(configs):
+        rates = cached
     else:
         rates = measure.training_rates(configs, repeats=repeats)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -318,5 +389,5 @@ def write_report(report: Report, out: Path) -> list[Path]:
         plot_experiment(plot, f"{report.experiment.name} ({report.experiment.regime})",
                         {c.name: dict(c.values) for c in report.columns}, report.curves,
                         MAIN_GRADIENT)
-    return [folder / "table.md", folder / "result.json", plot]
+    return [p for p in (folder / "table.md", folder / "result.json", plot) if p.exists()]
 

@@ -4,27 +4,31 @@ Runs live in `OUT/runs/<regime>/<arm>-seed<k>/`, ordinary run directories (`ince
 `predict` take them), named by the arm's changes, so that arms with the same changes in the same
 regime share their runs across experiments: the paper's arm is trained once per seed. A
 finished run (it has `results.json`) is never trained again; an interrupted one resumes from its
-last checkpoint. Each run's measurements are cached in its `measures.json`.
+last checkpoint; one whose loss became NaN or infinite is kept with a `diverged.json` (an
+outcome of its arm: a grid scores it worst, a report counts it). Each run's measurements are
+cached in its `measures.json`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inception.experiments.claims import Arm, Experiment
+from inception.experiments.claims import GRID_SEED, Arm, Experiment
 from inception.files import write_json
 from inception.train import train
-from inception.train.config import RunError, TrainConfig
+from inception.train.config import Diverged, RunError, TrainConfig
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
+DIVERGED_FILE = "diverged.json"  # written in a run directory whose loss became NaN or inf
 MEASURES_FILE = "measures.json"
 
 
@@ -62,31 +66,39 @@ def seeds_of(experiment: Experiment, seeds: Sequence[int] | None = None) -> list
 
 
 def chosen_lr(out: Path, experiment: Experiment, arm: Arm) -> float | None:
-    """The learning rate the grid chose for `arm` (the best final validation top-1 of the first
-    seed's grid runs; ties: the smaller rate), None before every grid run has finished, or the
-    regime's (None) for an experiment without a grid."""
+    """The learning rate the grid chose for `arm`: the best final validation top-1 of its
+    `GRID_SEED` runs (a diverged run scores worst; ties: the smaller rate). None before every
+    grid run has finished or diverged, and for an experiment without a grid."""
     if experiment.lr_grid is None:
         return None
     top1 = {}
     for lr in experiment.lr_grid:
-        results = Path(run_dir(out, experiment, arm, 0, lr)) / RESULTS_FILE
-        if not results.exists():
+        folder = run_dir(out, experiment, arm, GRID_SEED, lr)
+        if (folder / DIVERGED_FILE).exists():
+            top1[lr] = -math.inf
+        elif (folder / RESULTS_FILE).exists():
+            top1[lr] = read_json(folder / RESULTS_FILE)["val_top1"]
+        else:
             return None
-        top1[lr] = read_json(results)["val_top1"]
     return max(sorted(top1), key=lambda lr: top1[lr])
+
+
+def done(folder: Path) -> bool:
+    """Whether a run has ended: finished (`results.json`) or diverged (`diverged.json`)."""
+    return (folder / RESULTS_FILE).exists() or (folder / DIVERGED_FILE).exists()
 
 
 def jobs(experiments: Iterable[Experiment], out: Path,
          seeds: Sequence[int] | None = None) -> list[Job]:
     """The distinct runs the experiments need, seed by seed: the learning-rate grids first
-    (seed 0), then seed after seed, so that an interrupted session leaves every table a (thin)
+    (`GRID_SEED`), then seed after seed, so that an interrupted session leaves every table a (thin)
     basis. A grid arm's later seeds are listed once its grid has finished (call again)."""
     experiments = list(experiments)
     todo: dict[Path, Job] = {}
     for e in experiments:
         for arm in e.arms:
             for lr in e.lr_grid or ():
-                job = Job(e, arm, 0, lr)
+                job = Job(e, arm, GRID_SEED, lr)
                 todo.setdefault(job.folder(out), job)
     longest = max(len(seeds_of(e, seeds)) for e in experiments)
     for i in range(longest):
@@ -107,24 +119,28 @@ def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int
                trainer: Callable[..., Any] = train) -> list[Path]:
     """Train every run the experiments need that is not finished yet; the run directories.
     `trainer` is `inception.train.train` (a test may wrap it)."""
-    experiments, dirs, done = list(experiments), [], set()
+    experiments, dirs, seen = list(experiments), [], set()
     while True:  # a grid's choice adds the arm's remaining seeds
-        todo = [j for j in jobs(experiments, out, seeds) if j.folder(out) not in done]
+        todo = [j for j in jobs(experiments, out, seeds) if j.folder(out) not in seen]
         if not todo:
             return dirs
         for i, job in enumerate(todo, 1):
             folder, cfg = job.folder(out), job.config
             dirs.append(folder)
-            done.add(folder)
-            if (folder / RESULTS_FILE).exists():
+            seen.add(folder)
+            if done(folder):
                 check_run_config(folder, cfg)
-                log.info("[%d/%d] %s: finished, kept", i, len(todo), folder)
+                log.info("[%d/%d] %s: ended before, kept", i, len(todo), folder)
                 continue
             resume = _resumable(folder)
             log.info("[%d/%d] %s: %s", i, len(todo), folder,
                      "resuming" if resume else "training")
-            trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
-                    data_dir=data_dir)
+            try:
+                trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
+                        data_dir=data_dir)
+            except Diverged as error:  # an outcome of this arm, recorded; the others go on
+                log.warning("%s diverged: %s", folder, error)
+                write_json(folder / DIVERGED_FILE, {"error": str(error), "lr": cfg.lr})
 
 
 def _resumable(folder: Path) -> bool:

@@ -2,7 +2,7 @@
 
 One module per concern, each importing only those above it in this list:
 
-- `config`: `TrainConfig`, the whole of a run's settings, and `RunError`;
+- `config`: `TrainConfig`, the whole of a run's settings, `RunError` and `Diverged`;
 - `loaders`: the data as reproducible batches, in memory or from DataLoader workers;
 - `optim`: section 6's SGD, learning-rate schedules and parameter averaging;
 - `engine`: the training step loop and evaluation, with few reads from the device;
@@ -11,7 +11,7 @@ One module per concern, each importing only those above it in this list:
 - `run`: `train()`, which puts them together, with resume, signals and DDP.
 """
 
-from inception.train.config import RunError, TrainConfig
+from inception.train.config import Diverged, RunError, TrainConfig
 from inception.train.run import Interrupted, RunResult, train
 
-__all__ = ["Interrupted", "RunError", "RunResult", "TrainConfig", "train"]
+__all__ = ["Diverged", "Interrupted", "RunError", "RunResult", "TrainConfig", "train"]

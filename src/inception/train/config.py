@@ -18,6 +18,10 @@ class RunError(RuntimeError):
     """A run that cannot start or continue; the message names the file or flag."""
 
 
+class Diverged(RunError):
+    """The training loss became NaN or infinite (the last checkpoint is kept)."""
+
+
 Schedule = Literal["step", "onecycle"]
 Averaging = Literal["none", "ema", "polyak"]
 Augment = Literal["batch", "paper", "folder"]

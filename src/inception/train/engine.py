@@ -26,7 +26,7 @@ from inception.evaluation import tally_batches, view_batches
 from inception.metrics import EvalResult, Tally
 from inception.model import GoogLeNet, GoogLeNetOutput, googlenet_loss, gradient_norm
 from inception.preprocessing import Preprocessing
-from inception.train.config import RunError, TrainConfig
+from inception.train.config import Diverged, TrainConfig
 from inception.train.loaders import EvalSplit
 from inception.train.optim import Average
 
@@ -163,7 +163,7 @@ class Trainer:
         """The rest of an epoch from `pos`, one optimizer step per item, updating `pos`.
 
         Yields after each step whether it was a poll: every `sync_every` steps the pending losses
-        are read in one transfer, checked for NaN/inf (`RunError`) and shown on `progress`; in
+        are read in one transfer, checked for NaN/inf (`Diverged`) and shown on `progress`; in
         between nothing is read from the device. Between steps the caller may `sync(pos)` and
         checkpoint, or stop. When the batches run out, `pos` is synced."""
         self.model.train()
@@ -204,7 +204,7 @@ class Trainer:
         steps = meter.read(pos.step)
         # Every rank stops together (a rank that raised alone would leave the others waiting).
         if distributed.any_rank(self.ctx, meter.error is not None):
-            raise RunError(meter.error or "the loss became non-finite on another process; "
+            raise Diverged(meter.error or "the loss became non-finite on another process; "
                            "lower --lr or use --norm bn (the last checkpoint is kept)")
         if self._progress is not None and steps:
             self._progress.update(steps)
