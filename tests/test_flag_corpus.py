@@ -27,7 +27,7 @@ HUGE = 10**12
 # The numeric flags each command has, as the parser declares them (the corpus below finds them
 # there; this pins how many it covers).
 NUMERIC_FLAGS = {"summary": 11, "train": 32, "eval": 5, "predict": 3, "export": 3, "bench": 4,
-                 "experiment": 2, "import-caffe": 1}
+                 "experiment": 2, "import-caffe": 1, "visualize": 4, "dream": 6}
 
 
 def numeric_flags() -> list[tuple[str, str, type]]:
@@ -44,8 +44,9 @@ def numeric_flags() -> list[tuple[str, str, type]]:
 
 def _corpus_argv(command: str, t: Path, model: Path, image: Path, data_dir: str) -> list[str]:
     """`command` with its required arguments filled and no long work: train only prints its
-    config, eval looks at 8 images, every command runs on one thread (the flag under test is
-    appended after these, and argparse keeps the last value)."""
+    config, eval looks at 8 images, visualize and dream take one step, every command runs on
+    one thread (the flag under test is appended after these, and argparse keeps the last
+    value)."""
     return {
         "summary": ["summary"],
         "train": ["train", "--print-config", "--data-dir", data_dir],
@@ -58,6 +59,10 @@ def _corpus_argv(command: str, t: Path, model: Path, image: Path, data_dir: str)
                        data_dir],
         "import-caffe": ["import-caffe", str(t / "missing.caffemodel"), "--out",
                          str(t / "caffe")],
+        "visualize": ["visualize", str(model), "--out", str(t / "viz"), "--channels", "0-1",
+                      "--steps", "1", "--no-progress"],
+        "dream": ["dream", str(model), str(image), "--out", str(t / "dream"), "--octaves", "1",
+                  "--steps", "1", "--no-progress"],
     }[command] + ["--threads", "1"]
 
 
@@ -120,7 +125,7 @@ def test_every_numeric_flag_of_every_command_is_refused_in_one_line_or_accepted(
     print(f"flag corpus: {len(flags)} numeric flags of {len(NUMERIC_FLAGS)} commands, {cases} "
           f"cases: {accepted} accepted, {cases - accepted} refused in one line")
     assert not failures, "\n".join(failures)
-    assert cases == 263
+    assert cases == 305
     assert set(calls) <= {"export"}  # no accepted value reaches bench's or experiment's work
 
 

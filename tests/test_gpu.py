@@ -200,3 +200,26 @@ def test_an_imported_caffe_model_predicts_on_the_gpu_as_on_the_cpu(tmp_path, cap
     assert [p["class"] for p in results["cuda"]] == [p["class"] for p in results["cpu"]]
     for a, b in zip(results["cuda"], results["cpu"], strict=True):
         assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+
+def test_visualize_and_dream_run_on_the_models_gpu(tmp_path, exact_fp32):
+    """`inception.visualize` and `inception.dream` work on the model's device: the images come
+    back on the CPU, a few steps on the GPU give the CPU's images to float precision, and the
+    dreamt image raises its layer's norm."""
+    from test_visualize import small_rgb_model
+
+    import inception
+    from inception.dream import dream, layer_norm
+    from inception.visualize import target_module, visualize
+
+    cpu = small_rgb_model(tmp_path / "m")
+    gpu = inception.load(tmp_path / "m", "cuda")
+    on_cpu = visualize(cpu, "4c", "0-3", branch="3x3", steps=4)
+    on_gpu = visualize(gpu, "4c", "0-3", branch="3x3", steps=4)
+    assert on_gpu.device.type == "cpu" and on_gpu.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(on_gpu, on_cpu, rtol=0, atol=1e-3)
+    photo = torch.rand(3, 64, 48, generator=torch.Generator().manual_seed(0))
+    dreamt = dream(gpu, photo, "4c", octaves=2, steps=5)
+    assert dreamt.device.type == "cpu" and dreamt.shape == (3, 64, 48)
+    module = target_module(gpu.model, "4c")
+    assert layer_norm(gpu, module, dreamt[None]) > layer_norm(gpu, module, photo[None])

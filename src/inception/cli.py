@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inception.cli_inside import INSIDE_COMMANDS, check_explain
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.flags import (
     UsageError,
@@ -187,8 +188,14 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--topk {args.topk}: the model has {classes} classes; pass at most "
                          f"{classes}")
     topk = min(5, classes) if args.topk is None else args.topk
+    if args.explain is not None or args.explain_layer or args.explain_head != "main":
+        check_explain(args, model)
     results = predict(model, args.images, topk=topk, crops=args.crops,
                       precision=args.precision, errors="report")
+    if args.explain is not None:
+        from inception.explain import explain_predictions
+
+        explain_predictions(model, results, args.explain, args.explain_head, args.explain_layer)
     failed = [r for r in results if "error" in r]
     for r in failed:
         print(f"inception predict: {r['image']}: {r['error']}", file=sys.stderr)
@@ -200,6 +207,8 @@ def _predict(args: argparse.Namespace) -> int:
                 print(r["image"])
                 for p in r["predictions"]:
                     print(f"  {p['probability'] * 100:6.2f}%  {p['class']}")
+                if "explanation" in r:
+                    print(f"  explained in {r['explanation']}")
     return 1 if failed else 0
 
 
@@ -371,7 +380,7 @@ def format_config_line(config: GoogLeNetConfig) -> str:
 
 COMMANDS = {"summary": _summary, "train": _train, "eval": _eval, "predict": _predict,
             "export": _export, "bench": _bench, "experiment": _experiment,
-            "import-caffe": _import_caffe}
+            "import-caffe": _import_caffe, **INSIDE_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

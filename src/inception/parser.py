@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 from inception.config import MAX_CLASSES, GoogLeNetConfig
 from inception.devices import DEVICE_CHOICES
+from inception.dream import OCTAVE_SCALE, OCTAVES, STEP
+from inception.dream import STEPS as DREAM_STEPS
 from inception.flags import (
     PRECISION_HELP,
     THREADS_HELP,
@@ -34,6 +36,8 @@ from inception.train.config import (
     MAX_WORKERS,
     TrainConfig,
 )
+from inception.visualize import BRANCHES
+from inception.visualize import STEPS as VISUALIZE_STEPS
 
 
 class Parser(argparse.ArgumentParser):
@@ -75,6 +79,12 @@ SHARED: dict[str, dict[str, Any]] = {
                       help="use torch.compile (MODE: default, reduce-overhead for CUDA graphs, "
                            "max-autotune): train compiles its forward, bench adds compiled rows"),
     "--no-progress": dict(action="store_true", help="no progress bars"),
+    "--layer": dict(default="4c", metavar="LAYER",
+                    help="a layer by its Table 1 row: conv1, pool1, conv2, pool2, 3a, 3b, "
+                         "pool3, 4a .. 4e, pool4, 5a, 5b, avgpool, linear (default: 4c)"),
+    "--seed": dict(type=number(int, 0, 2**32 - 1), default=0, metavar="S",
+                   help="seed of every random draw: on the CPU the same seed gives the same "
+                        "image, bit for bit (default: 0)"),
     "--json": dict(action="store_true", help="machine-readable output"),
 }
 
@@ -179,6 +189,15 @@ def _predict_parser(sub, parents: list) -> argparse.ArgumentParser:
     pr.add_argument("--topk", type=number(int, 1, MAX_CLASSES), default=None, metavar="K",
                     help="classes to print per image, at most the model's (default: 5, or all "
                          "of a model with fewer)")
+    pr.add_argument("--explain", metavar="DIR",
+                    help="also write a PNG per image to DIR: where in its crop each top class "
+                         "is seen (class activation map; Grad-CAM for an FC or aux head)")
+    pr.add_argument("--explain-head", default="main", metavar="HEAD",
+                    help="the classifier --explain maps: main (default), or aux-4a or aux-4d "
+                         "of a model with aux heads")
+    pr.add_argument("--explain-layer", metavar="LAYER",
+                    help="the Table 1 row --explain maps (default: 5b, or the aux head's 4a or "
+                         "4d); any other than 5b uses Grad-CAM")
     return pr
 
 
@@ -258,6 +277,52 @@ def _import_caffe_parser(sub, parents: list) -> argparse.ArgumentParser:
     return ic
 
 
+def _visualize_parser(sub, parents: list) -> argparse.ArgumentParser:
+    vi = sub.add_parser(
+        "visualize", help="feature visualization: an image that excites each chosen channel",
+        parents=parents,
+        description="Feature visualization by activation maximisation (Olah et al., 'Feature "
+                    "Visualization', Distill 2017): for each channel, an image optimised to "
+                    "excite it, written as one grid PNG (row by row, in the order of "
+                    "--channels) to DIR/LAYER[-BRANCH]-CHANNELS.png.")
+    vi.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    vi.add_argument("--channels", metavar="LIST",
+                    help="channels to show: 0-15, 7 or 0,3,9-11 (default: the first 16)")
+    vi.add_argument("--branch", choices=tuple(BRANCHES), metavar="BRANCH",
+                    help="one branch of the Inception module --layer: 1x1, 3x3, 5x5 or pool "
+                         "(channels then count within the branch)")
+    vi.add_argument("--out", required=True, metavar="DIR", help="folder for the grid PNG")
+    vi.add_argument("--steps", type=number(int, 1, 100_000), default=VISUALIZE_STEPS,
+                    metavar="N", help=f"Adam steps (default: {VISUALIZE_STEPS}, lucid's)")
+    vi.add_argument("--size", type=number(int, 8, 2048), default=None, metavar="PX",
+                    help="image side in pixels (default: the model's input size)")
+    return vi
+
+
+def _dream_parser(sub, parents: list) -> argparse.ArgumentParser:
+    dr = sub.add_parser(
+        "dream", help="DeepDream: an image changed to excite a layer more", parents=parents,
+        description="DeepDream (Mordvintsev et al., 'Inceptionism', 2015): gradient ascent on "
+                    "the L2 norm of a layer's activation over an image pyramid, with the "
+                    "original notebook's defaults for bvlc_googlenet. Writes a PNG of the "
+                    "image's own size, DIR/IMAGE-LAYER.png (IMAGE's file name without its "
+                    "suffix).")
+    dr.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    dr.add_argument("image", metavar="IMAGE", help="the image file to dream on")
+    dr.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG")
+    dr.add_argument("--octaves", type=number(int, 1, 20), default=OCTAVES, metavar="N",
+                    help=f"levels of the image pyramid (default: {OCTAVES})")
+    dr.add_argument("--octave-scale", type=number(float, 1, 4), default=OCTAVE_SCALE,
+                    metavar="X", help=f"size ratio of one level to the next (default: "
+                                      f"{OCTAVE_SCALE})")
+    dr.add_argument("--steps", type=number(int, 1, 10_000), default=DREAM_STEPS, metavar="N",
+                    help=f"gradient steps per octave (default: {DREAM_STEPS})")
+    dr.add_argument("--lr", type=number(float, 0, 255, low_open=True), default=STEP,
+                    metavar="LEVELS", help=f"step size: the mean change of a pixel per step, in "
+                                           f"0-255 levels (default: {STEP})")
+    return dr
+
+
 def _version() -> str:
     from importlib import metadata
 
@@ -299,6 +364,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None
         "bench": _bench_parser(sub, _shared("--device", "--compile", "--json")),
         "experiment": _experiment_parser(sub, _shared("--device", "--data-dir", "--no-progress")),
         "import-caffe": _import_caffe_parser(sub, _shared()),
+        "visualize": _visualize_parser(sub, _shared("--device", "--layer", "--seed",
+                                                    "--no-progress")),
+        "dream": _dream_parser(sub, _shared("--device", "--layer", "--seed", "--no-progress")),
     }
     for name, p in parsers.items():
         p.set_defaults(func=(commands or {}).get(name))
