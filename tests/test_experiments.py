@@ -200,6 +200,10 @@ def test_a_diverged_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     assert report.comparisons[0].diff.n == 2  # seed 1 has no pair
     assert report.extra["diverged"] == [str(diverged.parent)]
     assert "1 runs diverged" in report.text()
+    sessions = json.loads((run_dir(tmp_path, experiment, experiment.arms[0], 0)
+                           / "sharing.json").read_text())["sessions"]
+    assert len(sessions) == 1 and sessions[0]["threads"] == torch.get_num_threads()
+    assert "trained beside other work" in report.text()
 
 
 def test_a_verdict_follows_the_direction_the_claim_expects():

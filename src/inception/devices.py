@@ -111,7 +111,7 @@ class CpuShare:
 
     def __init__(self) -> None:
         self._last = _cpu_seconds()
-        self._at = time.monotonic()
+        self._at = self.started = time.monotonic()
 
     def others(self) -> float | None:
         """Cores' worth of CPU that other processes used since the last call (or since this

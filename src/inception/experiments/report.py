@@ -37,6 +37,7 @@ from inception.experiments.runner import (
     run_dir,
     saved_config,
     seeds_of,
+    shared_cores,
 )
 from inception.experiments.table import Column, Spread, markdown_table
 from inception.files import write_json
@@ -50,6 +51,7 @@ STEP_GRADIENT = "training-step gradient at conv1..4a"
 LOSS_GAP = "gap: val − train loss"
 TOP1_GAP = "gap: train − val top-1 (points)"
 ALPHA = 0.05
+SHARED_CORES = 0.25  # a run trained "beside other work" when others took more than this
 
 
 @dataclass
@@ -208,10 +210,15 @@ class Report:
         notes = [self.extra.get("regime_check", ""),
                  f"{len(diverged)} runs diverged (loss NaN or infinite) and are left out: "
                  + ", ".join(diverged) if diverged else ""]
+        shared = self.extra.get("shared_cores") or {}
+        beside = sum(1 for c in shared.values() if c is not None and c > SHARED_CORES)
+        unknown = sum(1 for c in shared.values() if c is None)
         parts = [f"## {e.name} (section {e.section})", f"> {e.sentence}", plan, self.table(),
                  self.body, verdicts, secondary, *notes,
                  f"Cost: {runs} training runs, {minutes:.1f} minutes of wall time in all "
-                 "(their results.json)."]
+                 f"(their results.json); {beside} of them trained beside other work (more "
+                 f"than {SHARED_CORES:g} cores busy elsewhere), {unknown} without a record "
+                 "(sharing.json)."]
         return "\n\n".join(p for p in parts if p) + "\n"
 
     def to_json(self) -> dict[str, Any]:
@@ -311,6 +318,7 @@ def build_report(experiment: Experiment, out: Path, seeds: list[int] | None = No
     if "cost" in experiment.measures:
         _add_cost(report, out, rate_repeats)
     report.extra["diverged"] = diverged_runs(out, experiment, seeds)
+    report.extra["shared_cores"] = {str(r): shared_cores(r) for r in results}
     if experiment.regime == "overfitting":
         report.extra["regime_check"] = overfitting_check(report)
     primary = next(c for c in report.columns if c.name == experiment.primary)

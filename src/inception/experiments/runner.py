@@ -15,11 +15,15 @@ import json
 import logging
 import math
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from inception.devices import CpuShare
 from inception.experiments.claims import GRID_SEED, Arm, Experiment
 from inception.files import write_json
 from inception.train import train
@@ -29,6 +33,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 DIVERGED_FILE = "diverged.json"  # written in a run directory whose loss became NaN or inf
+SHARING_FILE = "sharing.json"  # each training session: wall time, cores busy elsewhere
 MEASURES_FILE = "measures.json"
 
 
@@ -135,12 +140,29 @@ def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int
             resume = _resumable(folder)
             log.info("[%d/%d] %s: %s", i, len(todo), folder,
                      "resuming" if resume else "training")
+            share = CpuShare()
             try:
                 trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
                         data_dir=data_dir)
             except Diverged as error:  # an outcome of this arm, recorded; the others go on
                 log.warning("%s diverged: %s", folder, error)
                 write_json(folder / DIVERGED_FILE, {"error": str(error), "lr": cfg.lr})
+            finally:
+                record_sharing(folder, share)
+
+
+def record_sharing(folder: Path, share: CpuShare) -> None:
+    """Add this session of the run to its `sharing.json`: wall seconds and the cores' worth of
+    CPU other processes used meanwhile (`devices.CpuShare`), so that a report can say which
+    runs trained beside other work (their wall time is not this machine's alone)."""
+    others, path = share.others(), folder / SHARING_FILE
+    if not folder.exists():
+        return
+    sessions = read_json(path)["sessions"] if path.exists() else []
+    sessions.append({"wall_s": round(time.monotonic() - share.started, 1),
+                     "cores_busy_elsewhere": None if others is None else round(others, 2),
+                     "threads": torch.get_num_threads()})
+    write_json(path, {"sessions": sessions})
 
 
 def _resumable(folder: Path) -> bool:
@@ -171,6 +193,17 @@ def check_run_config(folder: Path, cfg: TrainConfig) -> None:
 def saved_config(folder: Path) -> TrainConfig:
     """The config a run was trained with (its `config.json`)."""
     return TrainConfig.from_dict(read_json(Path(folder) / "config.json")["train"])
+
+
+def shared_cores(folder: Path) -> float | None:
+    """The most cores' worth of CPU other processes used during any session of the run
+    (`sharing.json`), None where it was not recorded."""
+    path = Path(folder) / SHARING_FILE
+    if not path.exists():
+        return None
+    busy = [s["cores_busy_elsewhere"] for s in read_json(path)["sessions"]
+            if s["cores_busy_elsewhere"] is not None]
+    return max(busy) if busy else None
 
 
 def read_json(path: Path) -> dict[str, Any]:
