@@ -199,15 +199,21 @@ def test_predict_explain_writes_one_png_per_image(fashion_model, pictures, tmp_p
     assert main(argv) == 1  # the missing file is reported; the others are explained
     stdout, stderr = capsys.readouterr()
     assert "missing.png: no such file" in stderr
-    assert sorted(p.name for p in out.iterdir()) == ["bag.png", "shirt.png"]
-    assert f"  explained in {out / 'bag.png'}" in stdout.splitlines()
+    assert sorted(p.name for p in out.iterdir()) == ["bag-explain.png", "shirt-explain.png"]
+    assert f"  explained in {out / 'bag-explain.png'}" in stdout.splitlines()
     for png in out.iterdir():
         with Image.open(png) as image:
             assert image.format == "PNG" and image.width > 3 * image.height > 300
     assert main([*argv[:-2], "--json", "--threads", "1"]) == 1
     results = json.loads(capsys.readouterr().out)
-    assert [r.get("explanation") for r in results] == [str(out / "bag.png"),
-                                                        str(out / "shirt.png"), None]
+    assert [r.get("explanation") for r in results] == [str(out / "bag-explain.png"),
+                                                        str(out / "shirt-explain.png"), None]
+    # Explained into the images' own folder: the images stay as they were.
+    before = pictures[0].read_bytes()
+    assert main(["predict", str(fashion_model), str(pictures[0]), "--explain",
+                 str(pictures[0].parent), "--threads", "1"]) == 0
+    assert pictures[0].read_bytes() == before
+    assert (pictures[0].parent / "bag-explain.png").exists()
 
 
 def test_predict_explain_refuses_a_bad_head_or_layer_in_one_line(fashion_model, pictures,
@@ -247,7 +253,7 @@ def test_predict_explain_runs_on_an_imported_caffe_model(imported, tmp_path, cap
     argv = ["predict", str(imported), str(PHOTO), "--topk", "2", "--explain", str(out),
             "--threads", "1"]
     assert main(argv) == 0
-    assert [p.name for p in out.iterdir()] == [Path(PHOTO).stem + ".png"]
+    assert [p.name for p in out.iterdir()] == [Path(PHOTO).stem + "-explain.png"]
     capsys.readouterr()
     assert main([*argv[:-2], "--explain-head", "aux-4x", "--threads", "1"]) == 2
     assert capsys.readouterr().err.splitlines() == [
@@ -263,3 +269,12 @@ def test_an_imported_caffe_model_is_explained_in_the_images_colours(imported):
     assert e.pixels.shape == (3, 224, 224) and e.maps.shape == (2, 224, 224)
     assert (e.pixels[0] == 255).all() and (e.pixels[1:] == 0).all()
     assert e.method == "grad-cam" and e.layer == "4a"
+    # The scores are the model's own on that image: `predict`'s path (whose preprocessing
+    # handles the BGR fold), and a red image is not a blue one to it.
+    main_head = inception.explain(model, red, topk=3)[0]
+    predicted = inception.predict(model, red, topk=3, precision="fp32")[0]["predictions"]
+    assert [p["class"] for p in predicted] == main_head.classes
+    assert [p["probability"] for p in predicted] == pytest.approx(main_head.scores, rel=1e-4)
+    blue = red.flip(0)
+    assert inception.explain(model, blue, topk=3)[0].logits != pytest.approx(
+        main_head.logits, rel=1e-3)

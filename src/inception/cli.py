@@ -408,6 +408,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"inception {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in a long visualize or dream (train saves and exits)
+        print(f"inception {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `inception ... | head`: the reader has gone; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # what a shell reports for a process ended by SIGPIPE

@@ -3,7 +3,8 @@ it grows, and with it whatever that layer sees in the picture.
 
 Mordvintsev, Olah and Tyka, "Inceptionism: Going Deeper into Neural Networks", Google Research
 Blog, June 2015, and their notebook (github.com/google/deepdream, `dream.ipynb`), which ran
-Caffe's bvlc_googlenet. This follows the notebook step for step:
+Caffe's bvlc_googlenet. This follows the notebook's method (its pyramid here is resized with
+antialiasing, where the notebook's `nd.zoom` has none):
 
 - the objective is the L2 norm of the layer's activation (the notebook's `objective_L2`, whose
   gradient is the activation itself: `dst.diff[:] = dst.data`), at `inception_4c/output` by

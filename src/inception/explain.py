@@ -190,7 +190,7 @@ def explain(model: LoadedModel, images: ImageInput | Iterable[ImageInput], topk:
                               for t in order.split(GRAD_CAM_BATCH)])
         maps = F.interpolate(cams[None].float(), size=tuple(crop.shape[-2:]), mode="bilinear",
                              align_corners=False)[0]
-        out.append(Explanation(name, crop, [model.classes[i] for i in order.tolist()],
+        out.append(Explanation(name, crop.cpu(), [model.classes[i] for i in order.tolist()],
                                order.tolist(), probs.tolist(), logits.tolist(), cams.cpu(),
                                maps.cpu(), method, head, layer))
     return out
@@ -208,8 +208,9 @@ def centre_crop(preprocessing: Preprocessing, pixels: torch.Tensor) -> torch.Ten
 
 def save_explanations(explanations: Iterable[Explanation], folder: str | Path) -> list[Path]:
     """One PNG per explanation in `folder` (made if missing): the crop, then each top class's
-    map over it with the class and its score; named after the image (its file's stem, made
-    unique), written atomically. Returns the paths, in order.
+    map over it with the class and its score; named after the image (its file's stem and
+    "-explain", made unique, so that an image in `folder` itself is never replaced), written
+    atomically. Returns the paths, in order.
 
     Each map is drawn from 0 to its own maximum (negative CAM values, evidence against the class,
     are drawn as 0, as Grad-CAM's ReLU does), so colours compare positions, not classes."""
@@ -219,10 +220,10 @@ def save_explanations(explanations: Iterable[Explanation], folder: str | Path) -
     taken: set[str] = set()
     for e in explanations:
         stem = re.sub(r"[^\w.-]+", "-", Path(e.image).stem).strip("-.") or "image"
-        name, n = f"{stem}.png", 1
+        name, n = f"{stem}-explain.png", 1
         while name in taken:
             n += 1
-            name = f"{stem}-{n}.png"
+            name = f"{stem}-explain-{n}.png"
         taken.add(name)
         blob = _figure(e)
         replace_atomically(folder / name, lambda f, blob=blob: f.write(blob), "wb")

@@ -83,8 +83,8 @@ SHARED: dict[str, dict[str, Any]] = {
                     help="a layer by its Table 1 row: conv1, pool1, conv2, pool2, 3a, 3b, "
                          "pool3, 4a .. 4e, pool4, 5a, 5b, avgpool, linear (default: 4c)"),
     "--seed": dict(type=number(int, 0, 2**32 - 1), default=0, metavar="S",
-                   help="seed of every random draw: on the CPU the same seed gives the same "
-                        "image, bit for bit (default: 0)"),
+                   help="seed of every random draw: the same seed gives the same image, bit "
+                        "for bit, on the same device with the same --threads (default: 0)"),
     "--json": dict(action="store_true", help="machine-readable output"),
 }
 

@@ -271,7 +271,8 @@ def channel_means(activation: torch.Tensor, channels: torch.Tensor) -> torch.Ten
 
 def _optimise(loaded: LoadedModel, module: nn.Module, channels: list[int], steps: int,
               size: int, seed: int, lr: float, before_relu: bool, bar: tqdm) -> torch.Tensor:
-    """One group of channels' images, optimised together (each its own channel), on the CPU."""
+    """One group of channels' images, optimised together (each its own channel), on the model's
+    device; the random draws come from a CPU generator seeded by `seed`."""
     device, p = loaded.device, loaded.preprocessing
     generator = torch.Generator().manual_seed(seed)
     image = FourierImage(len(channels), loaded.channels, size, generator, device)
