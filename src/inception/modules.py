@@ -155,6 +155,10 @@ class ConvReLU(nn.Module):
         return self.relu(self.bn(self.conv(x)))
 
 
+# An Inception module's four branches by the names of Figure 2, and their attributes.
+BRANCHES = {"1x1": "branch1", "3x3": "branch2", "5x5": "branch3", "pool": "branch4"}
+
+
 class Inception(nn.Module):
     """The Inception module of Figure 2, in either form.
 

@@ -43,15 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from inception.files import replace_atomically
-from inception.modules import ConvReLU, Inception
+from inception.modules import BRANCHES, ConvReLU, Inception
 from inception.preprocessing import standardize
 from inception.weights import LoadedModel
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-# An Inception module's branches by the names of Figure 2 (and `inception experiment branches`).
-BRANCHES = {"1x1": "branch1", "3x3": "branch2", "5x5": "branch3", "pool": "branch4"}
 # lucid's `color_correlation_svd_sqrt`: the square root of ImageNet's RGB colour correlation.
 COLOR_CORRELATION_SVD_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
 STEPS, LR, SEED = 512, 0.05, 0  # lucid's render_vis: 512 steps of Adam(0.05)

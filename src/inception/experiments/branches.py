@@ -30,12 +30,12 @@ from torch import nn
 
 from inception.evaluation import model_logits
 from inception.experiments.table import Spread
+from inception.modules import BRANCHES as INCEPTION_BRANCHES
 from inception.modules import Inception
 from inception.weights import LoadedModel, check_pixels
 
-# The columns of every result, in Figure 2's order, and the attribute of `Inception` each is.
-BRANCHES = ("1x1", "3x3", "5x5", "pool")
-_ATTRIBUTES = dict(zip(BRANCHES, ("branch1", "branch2", "branch3", "branch4"), strict=True))
+# The columns of every result, in Figure 2's order (`modules.BRANCHES` names their attributes).
+BRANCHES = tuple(INCEPTION_BRANCHES)  # "1x1", "3x3", "5x5", "pool"
 # The per-(module, branch) figures of a `BranchResult`.
 METRICS = ("top1_drop", "loss_increase", "energy_share", "channel_share")
 
@@ -85,9 +85,9 @@ def inception_modules(model: nn.Module) -> dict[str, Inception]:
 
 def branch_module(module: Inception, branch: str) -> nn.Module | None:
     """The submodule computing `branch` ("1x1", "3x3", "5x5", "pool"); None when absent."""
-    if branch not in _ATTRIBUTES:
+    if branch not in INCEPTION_BRANCHES:
         raise ValueError(f"branch must be one of {', '.join(BRANCHES)}; got {branch!r}")
-    return getattr(module, _ATTRIBUTES[branch])
+    return getattr(module, INCEPTION_BRANCHES[branch])
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,13 @@ def overfitting_check(report: Report) -> str:
             f"training loss above {OVERFITTING_LOSS_GAP:g}): {gap:.3f}, {met}.")
 
 
+def wall_minutes(runs: Iterable[Path]) -> float:
+    """The runs' training wall time in all (their `results.json`), in minutes; each distinct
+    run counts once, however many arms share it."""
+    return round(statistics.fsum(read_json(Path(r) / RESULTS_FILE)["wall_s"]
+                                 for r in set(runs)) / 60, 1)
+
+
 def test_top1(run: Path, results: dict[str, Any]) -> float:
     """The run's test top-1; a run that evaluated no test set is refused (its validation figure
     is not a test figure)."""
@@ -310,8 +318,7 @@ def build_report(experiment: Experiment, out: Path, seeds: list[int] | None = No
     top1 = Column(TOP1, {a: {s: _top1(r, results[r], arms[a], experiment, data_dir)
                              for s, r in done.items()} for a, done in runs.items()})
     report = Report(experiment, [top1])
-    walls = {r: res["wall_s"] for r, res in results.items()}  # a shared run counts once
-    report.extra.update(runs=len(walls), train_minutes=round(sum(walls.values()) / 60, 1),
+    report.extra.update(runs=len(results), train_minutes=wall_minutes(results),
                         learning_rates={a: chosen_lr(out, experiment, arms[a])
                                         for a in runs})
     _add_measures(report, runs, data_dir)

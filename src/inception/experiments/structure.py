@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,14 @@ from scipy import stats as scipy_stats
 from inception.experiments import branches, crops, report
 from inception.experiments.claims import Experiment
 from inception.experiments.measure import run_splits
-from inception.experiments.report import Comparison, Report, finished_runs, read_json
+from inception.experiments.report import (
+    Comparison,
+    Report,
+    finished_runs,
+    read_json,
+    wall_minutes,
+)
 from inception.experiments.runner import (
-    RESULTS_FILE,
     cached_measure,
     check_run_config,
     saved_config,
@@ -94,7 +98,7 @@ def branches_report(experiment: Experiment, out: Path, seeds: list[int] | None,
     branches.plot_branches(summary, folder / "plot.png",
                            f"branches zeroed at inference, {len(results)} models")
     report.body = _branch_table(results, trends)
-    report.extra.update(runs=len(runs), train_minutes=_minutes(runs.values()),
+    report.extra.update(runs=len(runs), train_minutes=wall_minutes(runs.values()),
                         branches=summary, shares={str(s): t[1] for s, t in trends.items()})
     report.comparisons = [Comparison(experiment.name, "depth trend", "none (0)",
                                      experiment.primary, Spread.of(list(column.values[name]
@@ -149,14 +153,9 @@ def crops_report(experiment: Experiment, out: Path, seeds: list[int] | None,
     report = Report(experiment, [Column(experiment.primary, {"cells": dict(enumerate(
         cells.values()))})])
     report.body = crops.markdown_table(grid)
-    report.extra.update(runs=len(paths), train_minutes=_minutes(paths), grid=grid,
+    report.extra.update(runs=len(paths), train_minutes=wall_minutes(paths), grid=grid,
                         images=CROPS_IMAGES)
     return report
-
-
-def _minutes(runs) -> float:
-    return round(statistics.fsum(read_json(Path(r) / RESULTS_FILE)["wall_s"] for r in runs) / 60,
-                 1)
 
 
 def build_report(experiment: Experiment, out: Path, seeds: list[int] | None = None,
