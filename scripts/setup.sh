@@ -24,6 +24,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
 fi
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# torch and torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1).
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+# torch and torchvision are pinned in pyproject.toml (torch==2.14.1, torchvision==0.29.1); the
+# openvino extra (OpenVINO and NNCF) is installed too, so that the tests cover that runtime.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev,openvino]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

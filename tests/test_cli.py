@@ -190,10 +190,15 @@ def test_shared_flags_are_declared_once_with_one_meaning():
     assert len({a.help for a in actions("--threads").values()}) == 1
     assert len({a.help for a in actions("--device").values()}) == 1
     assert all(a.metavar == "DIR" for a in actions("--out").values())  # always a directory
-    for flag, meaning in (("--precision", "fp32, or bf16 autocast"),
-                          ("--compile", "torch.compile")):
-        assert len({tuple(a.choices) for a in actions(flag).values()}) == 1, flag
-        assert all(meaning in a.help for a in actions(flag).values()), flag
+    # export's --precision is what the exported file computes in (int8 too); train's, eval's
+    # and predict's is the PyTorch model's, declared once.
+    running = {name: a for name, a in actions("--precision").items() if name != "export"}
+    assert {"eval", "predict", "train"} <= set(running)
+    assert "int8" in actions("--precision")["export"].choices
+    for found, meaning in ((running, "fp32, or bf16 autocast"),
+                           (actions("--compile"), "torch.compile")):
+        assert len({tuple(a.choices) for a in found.values()}) == 1, meaning
+        assert all(meaning in a.help for a in found.values()), meaning
     workers = {a.default or get_recipe("paper").workers for a in actions("--workers").values()}
     assert workers == {get_recipe("paper").workers}  # train's default is the recipe's
 

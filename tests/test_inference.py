@@ -128,19 +128,25 @@ def test_lrn_exports_with_a_dynamic_batch():
     assert torch.allclose(program.module()(y), lrn(y), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("form", ConvLRN.FORMS)
 @pytest.mark.parametrize("beta", [LRN_BETA, 0.6])
-def test_conv_lrn_equals_torch_lrn(beta):
+def test_conv_lrn_equals_torch_lrn(beta, form):
+    """Each runtime's form against `torch.nn.LocalResponseNorm` (Caffe's semantics: alpha
+    divided by the window size)."""
     reference = nn.LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, beta, LRN_K)
-    ours = ConvLRN(LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, beta, LRN_K), 48)
+    ours = ConvLRN(LocalResponseNorm(LRN_SIZE, LRN_ALPHA * 50, beta, LRN_K), 48, form=form)
     x = torch.randn(2, 48, 9, 9) * 30
     assert (reference(x) - x).abs().max() > 1.0  # large enough input to be normalised
     with torch.no_grad():
         assert torch.allclose(ours(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
-def test_export_graph_equals_the_model():
+@pytest.mark.parametrize("export", [True, "openvino"])
+def test_export_graph_equals_the_model(export):
     model = _trained_like(CONFIGS["paper"])
-    graph = optimize_for_inference(model, export=True)
+    graph = optimize_for_inference(model, export=export)
+    form = "onnxruntime" if export is True else export
+    assert {m.form for m in graph.modules() if isinstance(m, ConvLRN)} == {form}
     # ONNX Runtime's layout has no blocked Split: the export keeps the 1x1 convolutions apart.
     assert sum(isinstance(m, ConvLRN) for m in graph.modules()) == 2
     assert not any(isinstance(m, FusedInception | LocalResponseNorm) for m in graph.modules())
@@ -157,7 +163,7 @@ def test_bench_reports_every_path(capsys):
     from inception.cli import main
 
     assert main(["bench", "--batch-size", "2", "--image-size", "80", "--repeats", "1",
-                 "--no-onnx", "--train", "--json", "--device", "cpu"]) == 0
+                 "--no-onnx", "--no-openvino", "--train", "--json", "--device", "cpu"]) == 0
     import json
 
     report = json.loads(capsys.readouterr().out)

@@ -22,6 +22,7 @@ costs.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tempfile
 from collections.abc import Callable
@@ -46,6 +47,7 @@ class Row:
     dtype: str
     macs: int  # multiply-adds per image (forward; x3 for a training step)
     peak_fraction: float | None = None
+    batch: int | None = None  # images per call, when not the report's batch (latency rows)
 
 
 @torch.no_grad()
@@ -88,9 +90,11 @@ def _torchvision(aux: bool, image_size: int) -> torch.nn.Module:
 
 
 def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path,
-                s8s8: tuple[str, ...] = ()) -> dict[str, Callable[[], Any]]:
+                s8s8: tuple[str, ...] = (), int8_sessions: dict[str, Any] | None = None
+                ) -> dict[str, Callable[[], Any]]:
     """ORT fp32 and static INT8 (U8S8) sessions for each model, exported with torch.onnx
-    (dynamo); also INT8 S8S8 for the models named in `s8s8`."""
+    (dynamo); also INT8 S8S8 for the models named in `s8s8`. The INT8 (U8S8) sessions also go
+    into `int8_sessions`, by model name."""
     from inception.export import onnx_session, quantize_int8, save_onnx
 
     calibration = torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0))
@@ -107,9 +111,68 @@ def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path,
             kinds.insert(1, ("int8 S8S8", s8))
         for kind, path in kinds:
             session = onnx_session(path)
+            if kind == "int8" and int8_sessions is not None:
+                int8_sessions[name] = session
             paths[f"{name}, onnxruntime {kind}"] = (
                 lambda s=session: s.run(None, {s.get_inputs()[0].name: xn}))
     return paths
+
+
+def _openvino_models(models: dict[str, torch.nn.Module], x: torch.Tensor,
+                     calibration: torch.Tensor) -> dict[str, tuple[Any, Any]]:
+    """(fp32, INT8) OpenVINO models of each PyTorch model, converted as `inception export
+    --format openvino` converts, INT8 by NNCF on `calibration`."""
+    from inception.export_openvino import convert, quantize
+
+    return {name: (base := convert(model, x[:2]), quantize(base, calibration))
+            for name, model in models.items()}
+
+
+def _openvino_paths(models: dict[str, tuple[Any, Any]], x: torch.Tensor,
+                    ) -> dict[str, Callable[[], Any]]:
+    """Each model in OpenVINO f32, bf16 and INT8, run as `inception eval` runs an exported file
+    (`runtimes.OpenVINORunner`: the THROUGHPUT hint, requests of `REQUEST_BATCH` images)."""
+    from inception.runtimes import OpenVINORunner
+
+    xn = x.numpy()
+    paths = {}
+    for name, (base, int8) in models.items():
+        for precision, model in (("fp32", base), ("bf16", base), ("int8", int8)):
+            runner = OpenVINORunner(model, precision)
+            paths[f"{name}, openvino {precision}"] = lambda r=runner: r(xn)
+    return paths
+
+
+def latency_rows(image_size: int, repeats: int, openvino: dict[str, tuple[Any, Any]],
+                 onnx: dict[str, Callable[[torch.Tensor], Any]]) -> list[Row]:
+    """One image at a time (batch 1, one request in flight): each model's fastest CPU paths,
+    OpenVINO INT8 with the LATENCY hint, ONNX Runtime INT8 and PyTorch bf16 (torchvision's
+    eager model under autocast, ours through `optimize_for_inference`)."""
+    from inception.inference import optimize_for_inference
+    from inception.runtimes import OpenVINORunner
+
+    x = torch.randn(1, 3, image_size, image_size)
+    xn = x.numpy()
+    tv = _torchvision(False, image_size).eval().to(memory_format=torch.channels_last)
+    ours = optimize_for_inference(_paper(image_size, False), dtype=torch.bfloat16)
+
+    def eager_bf16(model, inp):
+        def call():
+            with torch.no_grad(), autocast(torch.device("cpu"), True):
+                model(inp)
+        return call
+
+    paths = {"torchvision eager bf16 autocast channels_last, batch 1":
+             eager_bf16(tv, x.contiguous(memory_format=torch.channels_last)),
+             "paper variant optimize_for_inference bf16, batch 1": eager_bf16(ours, x)}
+    for name, (_, int8) in openvino.items():
+        runner = OpenVINORunner(int8, "int8", request_batch=1, hint="LATENCY")
+        paths[f"{name}, openvino int8 LATENCY, batch 1"] = lambda r=runner: r(xn)
+    for name, run in onnx.items():
+        paths[f"{name}, onnxruntime int8, batch 1"] = lambda r=run: r(x)
+    rates = median_rates(paths, 1, max(repeats, 5) * 4)
+    return [Row(name, rate, "int8" if "int8" in name else "bf16", _macs(name, image_size),
+                batch=1) for name, rate in rates.items()]
 
 
 def _macs(name: str, image_size: int) -> int:
@@ -126,8 +189,10 @@ def _paper(image_size: int, aux: bool, layout: str = "paper") -> GoogLeNet:
 
 
 def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
-                   compile: str | None = None, device: torch.device | None = None) -> list[Row]:
-    """Every inference path at `batch` x 3 x `image_size`^2: torchvision's and ours."""
+                   compile: str | None = None, device: torch.device | None = None,
+                   openvino: bool = False) -> list[Row]:
+    """Every inference path at `batch` x 3 x `image_size`^2, torchvision's and ours; on the CPU
+    also the batch-1 latency of the fastest ones (`latency_rows`)."""
     from inception.inference import optimize_for_inference
 
     device = device or torch.device("cpu")
@@ -169,21 +234,45 @@ def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
         c16 = torch.compile(optimize_for_inference(paper, dtype=torch.bfloat16), mode=compile)
         paths["paper variant optimize_for_inference bf16 + torch.compile"] = eager(c16, x)
     with tempfile.TemporaryDirectory() as tmp:
-        if onnx and not gpu:
-            # Our model in torchvision's layout (BN, no LRN, 3x3 "5x5", 2x2 pool) isolates
-            # what the paper's LRN, 5x5 convolutions and 3x3 pool cost under the same export.
-            tv_layout = _paper(image_size, False, "torchvision").eval()
-            exports = {"torchvision": tv,
-                       "torchvision layout (ours, export graph)":
-                           optimize_for_inference(tv_layout, export=True),
-                       "paper variant (export graph)": optimize_for_inference(paper, export=True)}
-            paths.update(_onnx_paths(exports, x, Path(tmp), s8s8=("torchvision",)))
+        ov_models, sessions = ({}, {}) if gpu else _runtime_paths(
+            paths, tv, paper, x, Path(tmp), onnx, openvino)
         rates = median_rates(paths, batch, repeats, device=device)
-    rows = []
-    for name, rate in rates.items():
-        dtype = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
-        rows.append(Row(name, rate, dtype, _macs(name, image_size)))
+        rows = []
+        for name, rate in rates.items():
+            dtype = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
+            rows.append(Row(name, rate, dtype, _macs(name, image_size)))
+        if ov_models or sessions:
+            onnx_int8 = {name: lambda one, s=s: s.run(None, {s.get_inputs()[0].name: one.numpy()})
+                         for name, s in sessions.items() if "layout" not in name}
+            rows += latency_rows(image_size, repeats, ov_models, onnx_int8)
     return rows
+
+
+def _runtime_paths(paths: dict[str, Callable[[], Any]], tv: torch.nn.Module, paper: GoogLeNet,
+                   x: torch.Tensor, tmp: Path, onnx: bool, openvino: bool
+                   ) -> tuple[dict[str, tuple[Any, Any]], dict[str, Any]]:
+    """Add the CPU runtimes' paths to `paths`: ONNX Runtime (`onnx`) and OpenVINO (`openvino`);
+    returns the OpenVINO models and the ONNX Runtime INT8 sessions, for the latency rows."""
+    from inception.inference import optimize_for_inference
+
+    sessions: dict[str, Any] = {}
+    if onnx:
+        # Our model in torchvision's layout (BN, no LRN, 3x3 "5x5", 2x2 pool) isolates what the
+        # paper's LRN, 5x5 convolutions and 3x3 pool cost under the same export.
+        tv_layout = _paper(x.shape[-1], False, "torchvision").eval()
+        exports = {"torchvision": tv,
+                   "torchvision layout (ours, export graph)":
+                       optimize_for_inference(tv_layout, export=True),
+                   "paper variant (export graph)": optimize_for_inference(paper, export=True)}
+        paths.update(_onnx_paths(exports, x, tmp, s8s8=("torchvision",), int8_sessions=sessions))
+    ov_models = {}
+    if openvino:
+        graph = optimize_for_inference(paper, export="openvino")
+        ov_models = _openvino_models(
+            {"torchvision": tv, "paper variant (openvino graph)": graph}, x,
+            torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0)))
+        paths.update(_openvino_paths(ov_models, x))
+    return ov_models, sessions
 
 
 def training_rows(batch: int, image_size: int, repeats: int, compile: str | None = None,
@@ -244,9 +333,10 @@ def training_rows(batch: int, image_size: int, repeats: int, compile: str | None
 
 
 def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = False,
-        onnx: bool = True, compile: str | None = None, device: torch.device | None = None
-        ) -> dict[str, Any]:
-    """Every path's median img/s side by side; `compile` is a torch.compile mode (None: none)."""
+        onnx: bool = True, compile: str | None = None, device: torch.device | None = None,
+        openvino: bool | None = None) -> dict[str, Any]:
+    """Every path's median img/s side by side; `compile` is a torch.compile mode (None: none);
+    `openvino` adds the OpenVINO rows (None: when the openvino extra is installed)."""
     device = device or torch.device("cpu")
     if train:  # the training rows build the paper's aux heads: refuse a size they cannot take
         try:
@@ -263,7 +353,9 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
     torch.backends.cudnn.benchmark = before or device.type == "cuda"  # for every path alike
     try:
         peak = measure_peak(batch, repeats, device)
-        rows = inference_rows(batch, image_size, repeats, onnx, compile, device)
+        if openvino is None:
+            openvino = importlib.util.find_spec("openvino") is not None
+        rows = inference_rows(batch, image_size, repeats, onnx, compile, device, openvino)
         if train:
             rows += training_rows(batch, image_size, repeats, compile, device)
     finally:
@@ -293,9 +385,11 @@ def format_report(report: dict[str, Any]) -> str:
              f"machine peak ({what}): fp32 {peak['fp32']:.0f} GFLOP/s, "
              f"bf16 {peak['bf16']:.0f} GFLOP/s",
              "",
-             "| path | img/s | multiply-adds/img | fraction of the dtype's peak |",
-             "|---|---|---|---|"]
+             "| path | img/s | ms per call | multiply-adds/img | fraction of the dtype's peak |",
+             "|---|---|---|---|---|"]
     for r in report["rows"]:
         frac = f"{100 * r['peak_fraction']:.0f}%" if r["peak_fraction"] is not None else "-"
-        lines.append(f"| {r['name']} | {r['img_s']:.1f} | {r['macs'] / 1e9:.2f}G | {frac} |")
+        ms = 1000 * (r.get("batch") or report["batch"]) / r["img_s"]
+        lines.append(f"| {r['name']} | {r['img_s']:.1f} | {ms:.1f} | {r['macs'] / 1e9:.2f}G | "
+                     f"{frac} |")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from inception.cli_deploy import export_command, load_models
 from inception.cli_inside import INSIDE_COMMANDS, check_explain
 from inception.config import ConfigError, GoogLeNetConfig
 from inception.flags import (
@@ -36,7 +37,7 @@ def _summary(args: argparse.Namespace) -> int:
                              "model flags and --preset")
         from inception.train.rundir import read_results
 
-        (loaded,) = _load_models([args.model], "cpu")
+        (loaded,) = load_models([args.model], "cpu")
         config, recorded = loaded.config, read_results(loaded.path.parent) or {}
     else:
         base = (GoogLeNetConfig.torchvision() if args.preset == "torchvision"
@@ -125,24 +126,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_models(paths: Sequence[str], device: str = "cpu"):
-    """The models at `paths` on `--device` (resolved: `auto` is the GPU when there is one)."""
-    from inception.devices import resolve_device
-    from inception.weights import WeightsError, load
-
-    dev = resolve_device(device)
-    try:
-        return [load(p, dev) for p in paths]
-    except WeightsError as e:
-        raise UsageError(str(e)) from e
-
-
 def _eval(args: argparse.Namespace) -> int:
     from inception import evaluation
     from inception.data import DataError
     from inception.files import ReplaceError, check_replace
 
-    models = _load_models([args.model, *(args.ensemble or [])], args.device)
+    models = load_models([args.model, *(args.ensemble or [])], args.device, args.runtime)
     try:
         data = evaluation.model_data(models[0], args.data, "DATA")
     except DataError as e:
@@ -182,13 +171,16 @@ def _predict(args: argparse.Namespace) -> int:
     (the file and why) and, with --json, an entry with an "error". Exit status 1 if any failed."""
     from inception.predict import predict
 
-    (model,) = _load_models([args.model], args.device)
+    (model,) = load_models([args.model], args.device, args.runtime)
     classes = len(model.classes)
     if args.topk is not None and args.topk > classes:
         raise UsageError(f"--topk {args.topk}: the model has {classes} classes; pass at most "
                          f"{classes}")
     topk = min(5, classes) if args.topk is None else args.topk
     if args.explain is not None or args.explain_layer or args.explain_head != "main":
+        if "runtime" in model.meta:
+            raise UsageError(f"--explain: MODEL {args.model} is an exported model, whose layers "
+                             "its runtime hides; explain the run directory it came from")
         check_explain(args, model)
     results = predict(model, args.images, topk=topk, crops=args.crops,
                       precision=args.precision, errors="report")
@@ -210,48 +202,6 @@ def _predict(args: argparse.Namespace) -> int:
                 if "explanation" in r:
                     print(f"  explained in {r['explanation']}")
     return 1 if failed else 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from inception import export
-    from inception.data import DataError
-
-    (model,) = _load_models([args.model])
-    out = Path(args.file)
-    if out.exists() and not args.force:
-        raise UsageError(f"FILE {out} already exists; choose another file or pass --force")
-    if args.int8 and args.format != "onnx":
-        raise UsageError("--int8 needs --format onnx")
-    try:
-        if args.format == "onnx":
-            report = export.export_onnx(model, out, int8=args.int8, calibration=args.calibration,
-                                        check=args.check, data=args.data,
-                                        data_dir=args.data_dir)
-        else:
-            report = export.export_program(model, out)
-    except (export.ExportError, DataError) as e:
-        raise UsageError(str(e)) from e
-    except OSError as e:
-        raise UsageError(f"FILE {out}: cannot write it ({e.strerror})") from e
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-        return 0
-    print(f"{report.format}: {report.path}")
-    every = (f" (all the data has; --check asked for {args.check})"
-             if report.checked_images < args.check and args.format == "onnx" else "")
-    graph = "the fp32 graph it was quantized from, " if report.accuracy else ""
-    print(f"checked {graph}on {report.checked_images} images{every}: max |logits - PyTorch's| = "
-          f"{report.max_abs_diff:.2e}")
-    if report.accuracy:
-        a, sp = report.accuracy, report.speed
-        print(f"top-1 fp32 {a['fp32_top1']:.2f}%  int8 {a['int8_top1']:.2f}%  "
-              f"({-a['drop']:+.2f} points)")
-        every = (f" (all the data has; --calibration asked for {args.calibration})"
-                 if report.calibration_images < args.calibration else "")
-        print(f"calibrated on {report.calibration_images} training images{every}")
-        print(f"onnxruntime, batch {sp['batch']}: fp32 {sp['fp32_img_s']:.0f} img/s, int8 "
-              f"{sp['int8_img_s']:.0f} img/s ({sp['speedup']:.2f}x)")
-    return 0
 
 
 def _import_caffe(args: argparse.Namespace) -> int:
@@ -334,7 +284,8 @@ def _bench(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     batch = args.batch_size or (256 if device.type == "cuda" else 32)
     report = bench.run(batch, args.image_size, args.repeats, train=args.train,
-                       onnx=not args.no_onnx, compile=args.compile, device=device)
+                       onnx=not args.no_onnx, compile=args.compile, device=device,
+                       openvino=False if args.no_openvino else None)
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
 
@@ -379,7 +330,7 @@ def format_config_line(config: GoogLeNetConfig) -> str:
 
 
 COMMANDS = {"summary": _summary, "train": _train, "eval": _eval, "predict": _predict,
-            "export": _export, "bench": _bench, "experiment": _experiment,
+            "export": export_command, "bench": _bench, "experiment": _experiment,
             "import-caffe": _import_caffe, **INSIDE_COMMANDS}
 
 

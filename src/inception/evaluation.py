@@ -220,9 +220,15 @@ def _joined(precisions: Sequence[str]) -> str:
 
 
 def _precisions(models: Sequence[LoadedModel], precision: str | None) -> list[str]:
+    """`precision` (default: the trained one) for a PyTorch model; an exported one's own, as
+    "RUNTIME PRECISION" ("openvino int8")."""
     if precision is not None and precision not in PRECISIONS:
         raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision}")
-    return [precision or trained_precision(m) for m in models]
+    if precision is not None and (exported := [m for m in models if "runtime" in m.meta]):
+        raise ValueError(f"--precision: {exported[0].path} runs in the precision it was "
+                         f"exported in ({exported[0].meta['precision']}); leave --precision out")
+    return [f"{m.meta['runtime']} {m.meta['precision']}" if "runtime" in m.meta
+            else precision or trained_precision(m) for m in models]
 
 
 @torch.no_grad()
@@ -398,7 +404,8 @@ def result_name(models: Sequence[LoadedModel], scope: dict[str, Any],
     parts = [f"{scope['crops']}crop", f"{len(models)}models" if len(models) > 1 else "",
              "on-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(scope["data"]).name) if other else "",
              "" if scope["subset"] is None else f"subset{scope['subset']}",
-             "" if scope["precision"] == trained else scope["precision"].replace(",", "-")]
+             "" if scope["precision"] == trained
+             else re.sub(r"[ ,]", "-", scope["precision"])]
     return "-".join(["eval", *filter(None, parts)]) + ".json"
 
 

@@ -82,14 +82,27 @@ class FusedInception(nn.Module):
 
 class ConvLRN(nn.Module):
     """`LocalResponseNorm` for export: x * (k + alpha/n * window sum of x^2)^-beta, the window
-    sum a 1x1 convolution of the squares with the banded C x C weight (bias k), and the power
-    rsqrt(s) * sqrt(rsqrt(s)) when beta is 3/4 (Caffe's), which ONNX Runtime computes faster
-    than `Pow`."""
+    sum a 1x1 convolution of the squares with the banded C x C weight (bias k).
+
+    The power, when beta is 3/4 (Caffe's), takes the form the target runtime runs fastest
+    (`form`; measured with `benchmarks/lrn_share.py`, BENCHMARKS.md):
+
+    - "onnxruntime": rsqrt(s) * sqrt(rsqrt(s)), faster there than `Pow`;
+    - "openvino": (s^1/4)^-3 as sqrt, sqrt, then an integer power, one chain of unary
+      element-wise operations that OpenVINO's CPU plugin fuses, with the final multiply, into
+      one kernel. rsqrt(s) * sqrt(rsqrt(s)) is a diamond (rsqrt has two consumers), which it
+      runs as four passes over memory, and a fractional `Pow` is far slower still.
+
+    Both equal the definition to float rounding (`tests/test_inference.py`)."""
+
+    FORMS = ("onnxruntime", "openvino")
 
     def __init__(self, lrn: LocalResponseNorm, channels: int,
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None, form: str = "onnxruntime") -> None:
         super().__init__()
-        self.beta = lrn.beta
+        if form not in self.FORMS:
+            raise ValueError(f"form must be one of {', '.join(self.FORMS)}; got {form!r}")
+        self.beta, self.form = lrn.beta, form
         band = lrn.band(channels, device)  # [input channel, output channel]
         self.window = nn.Conv2d(channels, channels, 1, device=device)
         with torch.no_grad():
@@ -98,10 +111,12 @@ class ConvLRN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.window(x * x)
-        if self.beta == 0.75:
-            r = torch.rsqrt(s)
-            return x * (r * torch.sqrt(r))
-        return x * s.pow(-self.beta)
+        if self.beta != 0.75:
+            return x * s.pow(-self.beta)
+        if self.form == "openvino":
+            return x * torch.sqrt(torch.sqrt(s)).pow(-3)
+        r = torch.rsqrt(s)
+        return x * (r * torch.sqrt(r))
 
 
 class MaxPool3x3(nn.Module):
@@ -148,9 +163,9 @@ class InferenceGoogLeNet(nn.Module):
         return self._run(self.body, x).float()
 
 
-def _replace_lrn(net: GoogLeNet) -> None:
-    """Replace every `LocalResponseNorm` in `net` by its `ConvLRN`, in place. The channel counts
-    come from one forward pass of a blank image."""
+def _replace_lrn(net: GoogLeNet, form: str = "onnxruntime") -> None:
+    """Replace every `LocalResponseNorm` in `net` by its `ConvLRN` of `form`, in place. The
+    channel counts come from one forward pass of a blank image."""
     channels: dict[nn.Module, int] = {}
     hooks = [m.register_forward_pre_hook(
         lambda module, args: channels.__setitem__(module, args[0].shape[1]))
@@ -163,18 +178,20 @@ def _replace_lrn(net: GoogLeNet) -> None:
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
             if child in channels:
-                setattr(parent, name, ConvLRN(child, channels[child], device))
+                setattr(parent, name, ConvLRN(child, channels[child], device, form))
 
 
 @torch.no_grad()
 def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
-                           compile: bool = False, export: bool = False,
+                           compile: bool = False, export: bool | str = False,
                            device: str | torch.device | None = None) -> nn.Module:
     """An inference-only copy of `model` with equal outputs; see the module docstring.
 
     `device` is the device the rewrites are chosen for (default: the model's); the copy stays
     on the model's device. `export=True` gives the fp32 graph for ONNX (module docstring): BN
     folded, the 1x1 convolutions not fused, the LRN layers as `ConvLRN`, the stem not chunked.
+    `export="openvino"` gives the same graph with `ConvLRN`'s OpenVINO form (`export=True` is
+    "onnxruntime").
     """
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16; got {dtype}")
@@ -189,7 +206,7 @@ def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
         if isinstance(block, ConvReLU):
             _fold(block)
     if export:
-        _replace_lrn(net)
+        _replace_lrn(net, "onnxruntime" if export is True else export)
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, nn.Dropout):

@@ -73,6 +73,10 @@ SHARED: dict[str, dict[str, Any]] = {
                     help="views per image, softmax averaged (section 7): 1 (centre), 10 "
                          "(corners, centre and mirrors) or 144 (default: 1)"),
     "--precision": dict(choices=("fp32", "bf16"), default=None, help=PRECISION_HELP),
+    "--runtime": dict(choices=("torch", "onnxruntime", "openvino"), default=None,
+                      help="what runs MODEL: torch for a run directory; an exported .onnx runs "
+                           "in onnxruntime (default) or openvino, an .xml in openvino (default: "
+                           "the file's own)"),
     "--data-dir": dict(metavar="DIR", help="where Fashion-MNIST's IDX files are (or go)"),
     "--compile": dict(nargs="?", const="default", default=None, choices=COMPILE_MODES[1:],
                       metavar="MODE",
@@ -202,17 +206,23 @@ def _predict_parser(sub, parents: list) -> argparse.ArgumentParser:
 
 
 def _export_parser(sub, parents: list) -> argparse.ArgumentParser:
-    ex = sub.add_parser("export", help="ONNX (fp32 or INT8) or a torch.export program",
+    ex = sub.add_parser("export", help="ONNX or OpenVINO (fp32, bf16, INT8), or torch.export",
                         parents=parents,
                         description="Export a trained model to FILE; the file carries its "
-                                    "config, preprocessing and class names.")
+                                    "config, preprocessing and class names, and is checked "
+                                    "against PyTorch before it is written.")
     ex.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    ex.add_argument("file", metavar="FILE", help="the file to write (.onnx, or .pt2 for "
+    ex.add_argument("file", metavar="FILE", help="the file to write (.onnx; .xml, with its .bin "
+                                                 "beside it, for --format openvino; .pt2 for "
                                                  "--format torch-export)")
-    ex.add_argument("--format", choices=("onnx", "torch-export"), default="onnx",
-                    help="onnx (default) or torch-export (a torch.export program)")
-    ex.add_argument("--int8", action="store_true",
-                    help="onnxruntime static INT8 quantization (QDQ, per-channel)")
+    ex.add_argument("--format", choices=("onnx", "openvino", "torch-export"), default="onnx",
+                    help="onnx (default), openvino (needs the openvino extra) or torch-export "
+                         "(a torch.export program)")
+    ex.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                    help="what the runtime computes in: fp32 (default), bf16 (openvino only) or "
+                         "int8 (static post-training quantization: onnxruntime's QDQ for onnx, "
+                         "NNCF's for openvino)")
+    ex.add_argument("--int8", action="store_true", help="the same as --precision int8")
     ex.add_argument("--calibration", type=number(int, 1), default=512, metavar="N",
                     help="training images to calibrate INT8 on (default: 512)")
     ex.add_argument("--check", type=number(int, 1), default=1000, metavar="N",
@@ -238,6 +248,8 @@ def _bench_parser(sub, parents: list) -> argparse.ArgumentParser:
                     help="alternating rounds (default: 5)")
     be.add_argument("--train", action="store_true", help="also a training step with aux heads")
     be.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows")
+    be.add_argument("--no-openvino", action="store_true",
+                    help="skip the OpenVINO rows (there are none without the openvino extra)")
     return be
 
 
@@ -357,9 +369,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], int]] | None
         "summary": _summary_parser(sub, _shared("--json")),
         "train": _train_parser(sub, _shared("--device", "--data-dir", "--compile", "--no-progress"),
                                values),
-        "eval": _eval_parser(sub, _shared("--device", "--crops", "--precision", "--data-dir",
-                                          "--json")),
-        "predict": _predict_parser(sub, _shared("--device", "--crops", "--precision", "--json")),
+        "eval": _eval_parser(sub, _shared("--device", "--crops", "--precision", "--runtime",
+                                          "--data-dir", "--json")),
+        "predict": _predict_parser(sub, _shared("--device", "--crops", "--precision",
+                                                "--runtime", "--json")),
         "export": _export_parser(sub, _shared("--data-dir", "--json")),
         "bench": _bench_parser(sub, _shared("--device", "--compile", "--json")),
         "experiment": _experiment_parser(sub, _shared("--device", "--data-dir", "--no-progress")),

@@ -30,7 +30,7 @@ CPU_FLAGS_OF_INTEREST = (
     "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "bf16", "i8mm",
     "sve", "sve2",
 )
-PACKAGES = ("torch", "torchvision", "inception", "onnxruntime")
+PACKAGES = ("torch", "torchvision", "inception", "onnxruntime", "openvino", "nncf")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 

@@ -1,0 +1,214 @@
+"""Exported models in the runtimes that run them on the CPU: ONNX Runtime and OpenVINO.
+
+`load_exported(FILE)` gives a `LoadedModel` like `weights.load` does for a run directory, so that
+`inception eval` and `predict` measure the deployed form itself, not the PyTorch model it came
+from. Its `model` is an `ExportedModel`: normalised float32 N x C x S x S in, float32 logits out,
+on the CPU; the config, preprocessing and class names come from the file's own metadata.
+
+Which runtime runs a file: `.xml` (an OpenVINO model, `inception export --format openvino`) runs
+in OpenVINO; `.onnx` in ONNX Runtime by default, or in OpenVINO (which reads ONNX) with
+`--runtime openvino`.
+
+OpenVINO runs the way its documentation recommends for throughput on a CPU: the THROUGHPUT hint
+(one inference stream per few cores) fed by an `AsyncInferQueue` of fixed-size requests
+(`REQUEST_BATCH` images, the last one padded), so that every stream is busy and each request's
+activations stay in the core's cache. Static shapes: the model is reshaped to the request's
+batch before it is compiled, which OpenVINO's CPU plugin runs faster than a dynamic batch.
+OpenVINO is an optional extra (`pip install 'inception[openvino]'`); without it every other
+runtime works and asking for OpenVINO says in one line what to install.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from inception.config import GoogLeNetConfig
+from inception.weights import LoadedModel, WeightsError
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+OPENVINO_INSTALL = "pip install 'inception[openvino]' (openvino and nncf)"
+REQUEST_BATCH = 8
+# OpenVINO's names for our precisions; "int8" runs the quantized model with the plugin's default
+# for what stays in floating point (bf16 where the CPU has it, else f32).
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": None}
+
+
+class RuntimeUnavailable(ImportError):
+    """A runtime that is not installed; the message says what to install."""
+
+
+def require_openvino(what: str = "OpenVINO"):
+    """The `openvino` module, or `RuntimeUnavailable` saying what to install."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise RuntimeUnavailable(f"{what} needs OpenVINO, which is not installed: "
+                                 f"{OPENVINO_INSTALL}") from e
+    return openvino
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 on this CPU (AVX512-BF16 or AMX)."""
+    ov = require_openvino()
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def ov_config(precision: str, threads: int | None, hint: str = "THROUGHPUT") -> dict[str, Any]:
+    """OpenVINO compile properties for `precision` ("fp32", "bf16", "int8"). bf16 on a CPU
+    without it runs in f32 (the plugin would refuse the hint)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint,
+                              "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
+    ov_precision = OV_PRECISION[precision]
+    if ov_precision == "bf16" and not cpu_has_bf16():
+        ov_precision = "f32"
+    if ov_precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = ov_precision
+    return config
+
+
+class OpenVINORunner:
+    """An OpenVINO model compiled for the CPU, called on a whole batch (numpy in, numpy out):
+    `request_batch` images per request through an `AsyncInferQueue` (module docstring).
+    `hint="LATENCY"` with `request_batch=1` is the one-image-at-a-time deployment."""
+
+    def __init__(self, model: Any, precision: str = "fp32", threads: int | None = None,
+                 request_batch: int = REQUEST_BATCH, hint: str = "THROUGHPUT") -> None:
+        ov = require_openvino()
+        model = model.clone()
+        shape = list(model.inputs[0].get_partial_shape())
+        model.reshape({model.inputs[0]: [request_batch, *(int(str(d)) for d in shape[1:])]})
+        self.compiled = ov.Core().compile_model(model, "CPU",
+                                                ov_config(precision, threads, hint))
+        self.batch = request_batch
+        self.queue = ov.AsyncInferQueue(self.compiled)
+        self.queue.set_callback(self._done)
+        self._out: np.ndarray | None = None
+
+    def _done(self, request: Any, start: int) -> None:
+        logits = request.get_output_tensor(0).data
+        assert self._out is not None
+        self._out[start:start + self.batch] = logits
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n, b = len(x), self.batch
+        padded = -(-n // b) * b
+        if padded != n:
+            x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self._out = np.empty((padded, self.compiled.outputs[0].get_partial_shape()[1].get_length()),
+                             np.float32)
+        for start in range(0, padded, b):
+            self.queue.start_async({0: x[start:start + b]}, start)
+        self.queue.wait_all()
+        out, self._out = self._out[:n], None
+        return out
+
+
+def ov_metadata(model: Any) -> dict[str, Any]:
+    """The inception metadata an OpenVINO model carries (`export_openvino`), decoded."""
+    info = model.get_rt_info()
+    if "inception" not in info:
+        return {}
+    section = info["inception"]
+    return {key: json.loads(section[key].astype(str)) for key in section}
+
+
+class ExportedModel(nn.Module):
+    """An exported file as a module: float32 N x C x S x S in, float32 logits out, run by its
+    runtime on the CPU (whatever device the input is on). `config` is the file's model config,
+    `runtime` and `precision` say what runs it."""
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], config: GoogLeNetConfig,
+                 runtime: str, precision: str) -> None:
+        super().__init__()
+        self.run, self.config, self.runtime, self.precision = run, config, runtime, precision
+        # The evaluation reads a model's device from its parameters: this one is on the CPU.
+        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.detach().float().cpu().contiguous().numpy()
+        return torch.from_numpy(np.ascontiguousarray(self.run(batch)))
+
+
+def runtime_for(path: str | Path, runtime: str | None) -> str:
+    """The runtime that runs `path`: `runtime` when the file can run in it, else the file's
+    own; a `WeightsError` naming both when they do not go together."""
+    suffix = Path(path).suffix
+    own = {".xml": "openvino", ".onnx": "onnxruntime"}.get(suffix, "torch")
+    allowed = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}.get(suffix,
+                                                                                ("torch",))
+    if runtime is None:
+        return own
+    if runtime not in allowed:
+        kind = {".xml": "an OpenVINO model", ".onnx": "an ONNX file"}.get(
+            suffix, "a PyTorch model (run directory or .safetensors)")
+        raise WeightsError(f"--runtime {runtime}: MODEL {path} is {kind}, which runs in "
+                           f"{' or '.join(allowed)}; export it first (`inception export`) "
+                           "to run it elsewhere")
+    return runtime
+
+
+def is_exported(path: str | Path) -> bool:
+    return Path(path).suffix in (".xml", ".onnx")
+
+
+def load_exported(path: str | Path, runtime: str | None = None,
+                  threads: int | None = None) -> LoadedModel:
+    """An exported file (`.onnx` or OpenVINO `.xml`) as a `LoadedModel` on the CPU (module
+    docstring). Refused with a `WeightsError` naming the file when it does not exist or lacks
+    the metadata `inception export` writes."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"MODEL {path} does not exist")
+    runtime = runtime_for(path, runtime)
+    if runtime == "openvino":
+        try:
+            ov = require_openvino(f"MODEL {path}")
+        except RuntimeUnavailable as e:
+            raise WeightsError(str(e)) from e
+        try:
+            model = ov.Core().read_model(str(path))
+        except RuntimeError as e:
+            raise WeightsError(f"MODEL {path}: OpenVINO cannot read it ({str(e).splitlines()[0]})"
+                               ) from e
+        meta = ov_metadata(model) if path.suffix == ".xml" else _onnx_meta(path)
+        precision = meta.get("precision", "int8" if "quantization" in meta else "fp32")
+        run: Callable[[np.ndarray], np.ndarray] = OpenVINORunner(model, precision, threads)
+    else:
+        meta = _onnx_meta(path)
+        precision = "int8" if "quantization" in meta else "fp32"
+        run = _onnxruntime_runner(path, threads)
+    missing = [k for k in ("model", "preprocessing", "classes") if k not in meta]
+    if missing:
+        raise WeightsError(f"MODEL {path}: its metadata lacks {', '.join(missing)}; export it "
+                           "with `inception export`, which writes them")
+    config = GoogLeNetConfig.from_dict(meta["model"])
+    source = meta.get("source", {})
+    return LoadedModel(ExportedModel(run, config, runtime, precision), meta["preprocessing"],
+                       meta["classes"], path,
+                       {**source, "runtime": runtime, "precision": precision,
+                        "trained_precision": source.get("precision")})
+
+
+def _onnx_meta(path: Path) -> dict[str, Any]:
+    from inception.export import read_onnx_metadata
+
+    try:
+        return read_onnx_metadata(path)
+    except Exception as e:  # onnxruntime's load errors have no common type
+        raise WeightsError(f"MODEL {path}: not a readable ONNX file ({str(e).splitlines()[0]})"
+                           ) from e
+
+
+def _onnxruntime_runner(path: Path, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    from inception.export import INPUT_NAME, OUTPUT_NAME, onnx_session
+
+    session = onnx_session(path, threads)
+    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
