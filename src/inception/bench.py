@@ -22,7 +22,6 @@ costs.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tempfile
 from collections.abc import Callable
@@ -130,15 +129,20 @@ def _openvino_models(models: dict[str, torch.nn.Module], x: torch.Tensor,
 
 def _openvino_paths(models: dict[str, tuple[Any, Any]], x: torch.Tensor,
                     ) -> dict[str, Callable[[], Any]]:
-    """Each model in OpenVINO f32, bf16 and INT8, run as `inception eval` runs an exported file
-    (`runtimes.OpenVINORunner`: the THROUGHPUT hint, requests of `REQUEST_BATCH` images)."""
-    from inception.runtimes import OpenVINORunner
+    """Each model in OpenVINO f32, bf16 (on CPUs that have it) and INT8, run as `inception eval`
+    runs an exported file (`runtimes.OpenVINORunner`: the THROUGHPUT hint, requests of
+    `REQUEST_BATCH` images, or of the largest divisor of the batch below it)."""
+    from inception.runtimes import REQUEST_BATCH, OpenVINORunner, cpu_has_bf16
 
     xn = x.numpy()
+    # Requests that divide the batch: padding would time images the rate does not count.
+    request = max(b for b in range(1, min(REQUEST_BATCH, len(x)) + 1) if len(x) % b == 0)
+    precisions = ("fp32", "bf16", "int8") if cpu_has_bf16() else ("fp32", "int8")
     paths = {}
     for name, (base, int8) in models.items():
-        for precision, model in (("fp32", base), ("bf16", base), ("int8", int8)):
-            runner = OpenVINORunner(model, precision)
+        for precision in precisions:
+            model = int8 if precision == "int8" else base
+            runner = OpenVINORunner(model, precision, request_batch=request)
             paths[f"{name}, openvino {precision}"] = lambda r=runner: r(xn)
     return paths
 
@@ -191,8 +195,9 @@ def _paper(image_size: int, aux: bool, layout: str = "paper") -> GoogLeNet:
 def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
                    compile: str | None = None, device: torch.device | None = None,
                    openvino: bool = False) -> list[Row]:
-    """Every inference path at `batch` x 3 x `image_size`^2, torchvision's and ours; on the CPU
-    also the batch-1 latency of the fastest ones (`latency_rows`)."""
+    """Every inference path at `batch` x 3 x `image_size`^2, torchvision's and ours; on the CPU,
+    with ONNX Runtime's or OpenVINO's rows, also the batch-1 latency of the fastest paths
+    (`latency_rows`)."""
     from inception.inference import optimize_for_inference
 
     device = device or torch.device("cpu")
@@ -336,7 +341,8 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
         onnx: bool = True, compile: str | None = None, device: torch.device | None = None,
         openvino: bool | None = None) -> dict[str, Any]:
     """Every path's median img/s side by side; `compile` is a torch.compile mode (None: none);
-    `openvino` adds the OpenVINO rows (None: when the openvino extra is installed)."""
+    `openvino` adds the OpenVINO rows (None: when the openvino extra, OpenVINO and NNCF, is
+    installed)."""
     device = device or torch.device("cpu")
     if train:  # the training rows build the paper's aux heads: refuse a size they cannot take
         try:
@@ -354,7 +360,9 @@ def run(batch: int = 32, image_size: int = 224, repeats: int = 5, train: bool = 
     try:
         peak = measure_peak(batch, repeats, device)
         if openvino is None:
-            openvino = importlib.util.find_spec("openvino") is not None
+            from inception.runtimes import openvino_installed
+
+            openvino = openvino_installed()
         rows = inference_rows(batch, image_size, repeats, onnx, compile, device, openvino)
         if train:
             rows += training_rows(batch, image_size, repeats, compile, device)

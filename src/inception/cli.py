@@ -177,6 +177,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--topk {args.topk}: the model has {classes} classes; pass at most "
                          f"{classes}")
     topk = min(5, classes) if args.topk is None else args.topk
+    if "runtime" in model.meta and args.precision is not None:
+        raise UsageError(f"--precision: MODEL {args.model} runs in the precision it was "
+                         f"exported in ({model.meta['precision']}); leave --precision out")
     if args.explain is not None or args.explain_layer or args.explain_head != "main":
         if "runtime" in model.meta:
             raise UsageError(f"--explain: MODEL {args.model} is an exported model, whose layers "

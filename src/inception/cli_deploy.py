@@ -55,18 +55,35 @@ def _precision(args: argparse.Namespace) -> str:
 def export_command(args: argparse.Namespace) -> int:
     from inception import export
     from inception.data import DataError
-    from inception.runtimes import RuntimeUnavailable
+    from inception.runtimes import (
+        RuntimeUnavailable,
+        is_exported,
+        require_nncf,
+        require_openvino,
+    )
 
     precision = _precision(args)
-    (model,) = load_models([args.model])
+    if is_exported(args.model):
+        raise UsageError(f"MODEL {args.model} is an exported file already; export the run "
+                         "directory it came from")
     out = Path(args.file)
-    if out.exists() and not args.force:
-        raise UsageError(f"FILE {out} already exists; choose another file or pass --force")
+    if args.format != "openvino" and out.suffix == ".xml":
+        raise UsageError(f"FILE {out}: .xml is an OpenVINO model; pass --format openvino, or "
+                         "name the file .onnx")
+    written = [out, out.with_suffix(".bin")] if args.format == "openvino" else [out]
+    for path in written:
+        if path.exists() and not args.force:
+            raise UsageError(f"FILE {path} already exists; choose another file or pass --force")
+    try:
+        if args.format == "openvino":  # before any work: what is missing, in one line
+            require_openvino("--format openvino")
+            if precision == "int8":
+                require_nncf()
+    except RuntimeUnavailable as e:
+        raise UsageError(str(e)) from e
+    (model,) = load_models([args.model])
     try:
         if args.format == "openvino":
-            from inception.runtimes import require_openvino
-
-            require_openvino("--format openvino")
             from inception.export_openvino import export_openvino
 
             report = export_openvino(model, out, precision, calibration=args.calibration,
@@ -81,6 +98,8 @@ def export_command(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from e
     except OSError as e:
         raise UsageError(f"FILE {out}: cannot write it ({e.strerror})") from e
+    except RuntimeError as e:  # OpenVINO's errors, writing included, are RuntimeErrors
+        raise UsageError(f"FILE {out}: OpenVINO failed ({str(e).splitlines()[0]})") from e
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0

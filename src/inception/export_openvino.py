@@ -9,11 +9,12 @@ under `inception` (JSON strings), so `inception eval` and `predict` run the file
 Every export is checked before it is written: the fp32 graph, run by OpenVINO in f32, must match
 PyTorch on `check` real images within `export.check_close`'s tolerance (the ONNX export's rule);
 a bf16 or INT8 export then reports its top-1 beside PyTorch's on those images and how often
-its top-1 class agrees. INT8 is NNCF's post-training quantization (`nncf.quantize` with its
-default preset and its full bias correction, which kept the default Fashion-MNIST model within
-0.01 points of fp32 on the 10,000 test images where fast bias correction lost 0.18), calibrated
-on the model's own training images through its evaluation transform, as `inception export
---int8` calibrates ONNX Runtime's.
+its top-1 class agrees (they are written whatever it is: `inception eval FILE` measures them).
+INT8 is NNCF's post-training quantization (`nncf.quantize` with its default preset and its full
+bias correction, which costs seconds more than its fast one), calibrated on the model's own
+training images through its evaluation transform, as `inception export --int8` calibrates ONNX
+Runtime's; the default Fashion-MNIST model lost 0.02 points of test top-1 (BENCHMARKS.md,
+"Deploying on a CPU").
 
 `precision` is what the runtime computes in: "fp32" (f32 everywhere), "bf16" (the CPU plugin's
 bf16, on CPUs with AVX512-BF16 or AMX; f32 elsewhere) or "int8" (quantized convolutions and
@@ -55,9 +56,8 @@ def convert(module: torch.nn.Module, example: torch.Tensor) -> Any:
     """`module` (fp32) as an OpenVINO model: exported to ONNX as `inception export` exports
     (`export.save_onnx`, the batch dynamic, input and output named `image` and `logits`) and
     read by OpenVINO's ONNX reader. That route, not `openvino.convert_model` of a `torch.export`
-    program, is what NNCF quantizes best here: from the program, the max pools carry indices
-    that stop the quantizers, and both torchvision's and our INT8 models ran about a third
-    slower (`benchmarks/lrn_share.py`'s figures come from this route)."""
+    program: converted from the program, the max pools carry their indices and NNCF left them
+    and the layout conversions around them in floating point (OpenVINO's profile)."""
     ov = require_openvino("--format openvino")
     with tempfile.TemporaryDirectory() as tmp:
         path = save_onnx(module.eval(), example, Path(tmp) / "model.onnx")

@@ -84,14 +84,15 @@ class ConvLRN(nn.Module):
     """`LocalResponseNorm` for export: x * (k + alpha/n * window sum of x^2)^-beta, the window
     sum a 1x1 convolution of the squares with the banded C x C weight (bias k).
 
-    The power, when beta is 3/4 (Caffe's), takes the form the target runtime runs fastest
-    (`form`; measured with `benchmarks/lrn_share.py`, BENCHMARKS.md):
+    The power, when beta is 3/4 (Caffe's), takes a form for the target runtime (`form`;
+    `benchmarks/lrn_share.py` measures both):
 
     - "onnxruntime": rsqrt(s) * sqrt(rsqrt(s)), faster there than `Pow`;
-    - "openvino": (s^1/4)^-3 as sqrt, sqrt, then an integer power, one chain of unary
-      element-wise operations that OpenVINO's CPU plugin fuses, with the final multiply, into
-      one kernel. rsqrt(s) * sqrt(rsqrt(s)) is a diamond (rsqrt has two consumers), which it
-      runs as four passes over memory, and a fractional `Pow` is far slower still.
+    - "openvino": (s^1/4)^-3 as sqrt, sqrt, then an integer power: one chain of unary
+      element-wise operations, which OpenVINO's CPU plugin fuses with the final multiply into
+      one kernel (its profile shows one node for them). With it the network ran 1.17x faster in
+      OpenVINO bf16 than with the rsqrt form, and no faster in INT8 (one run each,
+      BENCHMARKS.md, "Deploying on a CPU").
 
     Both equal the definition to float rounding (`tests/test_inference.py`)."""
 
@@ -196,7 +197,7 @@ def optimize_for_inference(model: GoogLeNet, dtype: torch.dtype = torch.float32,
     if dtype not in (torch.float32, torch.bfloat16):
         raise ValueError(f"dtype must be torch.float32 or torch.bfloat16; got {dtype}")
     if export and (dtype != torch.float32 or compile):
-        raise ValueError("export=True is for the fp32 ONNX graph: no bf16, no compile")
+        raise ValueError(f"export={export!r} is for the fp32 export graph: no bf16, no compile")
     target = torch.device(device) if device is not None else next(model.parameters()).device
     cpu = target.type == "cpu"
     net = copy.deepcopy(model).eval().float()

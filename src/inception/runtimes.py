@@ -21,6 +21,7 @@ runtime works and asking for OpenVINO says in one line what to install.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from torch import nn
 
 from inception.config import GoogLeNetConfig
 from inception.weights import LoadedModel, WeightsError
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 OPENVINO_INSTALL = "pip install 'inception[openvino]' (openvino and nncf)"
@@ -52,6 +55,22 @@ def require_openvino(what: str = "OpenVINO"):
         raise RuntimeUnavailable(f"{what} needs OpenVINO, which is not installed: "
                                  f"{OPENVINO_INSTALL}") from e
     return openvino
+
+
+def require_nncf() -> None:
+    """NNCF (OpenVINO's INT8 quantization), or `RuntimeUnavailable` saying what to install."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError as e:
+        raise RuntimeUnavailable(f"--precision int8 with --format openvino needs NNCF, which is "
+                                 f"not installed: {OPENVINO_INSTALL}") from e
+
+
+def openvino_installed() -> bool:
+    """Whether the openvino extra (OpenVINO and NNCF) is installed."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
 def cpu_has_bf16() -> bool:
@@ -82,19 +101,21 @@ class OpenVINORunner:
                  request_batch: int = REQUEST_BATCH, hint: str = "THROUGHPUT") -> None:
         ov = require_openvino()
         model = model.clone()
-        shape = list(model.inputs[0].get_partial_shape())
-        model.reshape({model.inputs[0]: [request_batch, *(int(str(d)) for d in shape[1:])]})
+        shape = model.inputs[0].get_partial_shape()
+        if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
+            raise ValueError(f"the model's input shape {shape} is dynamic beyond the batch; "
+                             "export it with `inception export`, which fixes the image size")
+        model.reshape({model.inputs[0]: [request_batch, *(d.get_length() for d in
+                                                          list(shape)[1:])]})
         self.compiled = ov.Core().compile_model(model, "CPU",
                                                 ov_config(precision, threads, hint))
         self.batch = request_batch
         self.queue = ov.AsyncInferQueue(self.compiled)
         self.queue.set_callback(self._done)
-        self._out: np.ndarray | None = None
 
-    def _done(self, request: Any, start: int) -> None:
-        logits = request.get_output_tensor(0).data
-        assert self._out is not None
-        self._out[start:start + self.batch] = logits
+    def _done(self, request: Any, userdata: tuple[np.ndarray, int]) -> None:
+        out, start = userdata
+        out[start:start + self.batch] = request.get_output_tensor(0).data
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n, b = len(x), self.batch
@@ -102,13 +123,14 @@ class OpenVINORunner:
         if padded != n:
             x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
         x = np.ascontiguousarray(x, dtype=np.float32)
-        self._out = np.empty((padded, self.compiled.outputs[0].get_partial_shape()[1].get_length()),
-                             np.float32)
-        for start in range(0, padded, b):
-            self.queue.start_async({0: x[start:start + b]}, start)
-        self.queue.wait_all()
-        out, self._out = self._out[:n], None
-        return out
+        classes = self.compiled.outputs[0].get_partial_shape()[1].get_length()
+        out = np.empty((padded, classes), np.float32)
+        try:
+            for start in range(0, padded, b):
+                self.queue.start_async({0: x[start:start + b]}, (out, start))
+        finally:  # no request may still write into `out` once this call is over
+            self.queue.wait_all()
+        return out[:n]
 
 
 def ov_metadata(model: Any) -> dict[str, Any]:
@@ -138,8 +160,8 @@ class ExportedModel(nn.Module):
 
 
 def runtime_for(path: str | Path, runtime: str | None) -> str:
-    """The runtime that runs `path`: `runtime` when the file can run in it, else the file's
-    own; a `WeightsError` naming both when they do not go together."""
+    """The runtime that runs `path`: `runtime` (None: the file's own); a `WeightsError` naming
+    both when the file cannot run in it."""
     suffix = Path(path).suffix
     own = {".xml": "openvino", ".onnx": "onnxruntime"}.get(suffix, "torch")
     allowed = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}.get(suffix,
@@ -149,9 +171,10 @@ def runtime_for(path: str | Path, runtime: str | None) -> str:
     if runtime not in allowed:
         kind = {".xml": "an OpenVINO model", ".onnx": "an ONNX file"}.get(
             suffix, "a PyTorch model (run directory or .safetensors)")
+        fix = ("export it first (`inception export`)" if own == "torch"
+               else "run the run directory it was exported from")
         raise WeightsError(f"--runtime {runtime}: MODEL {path} is {kind}, which runs in "
-                           f"{' or '.join(allowed)}; export it first (`inception export`) "
-                           "to run it elsewhere")
+                           f"{' or '.join(allowed)}; {fix} to run it in {runtime}")
     return runtime
 
 
@@ -168,28 +191,38 @@ def load_exported(path: str | Path, runtime: str | None = None,
     if not path.is_file():
         raise WeightsError(f"MODEL {path} does not exist")
     runtime = runtime_for(path, runtime)
+    model = None
     if runtime == "openvino":
         try:
             ov = require_openvino(f"MODEL {path}")
+            model = ov.Core().read_model(str(path))
         except RuntimeUnavailable as e:
             raise WeightsError(str(e)) from e
-        try:
-            model = ov.Core().read_model(str(path))
         except RuntimeError as e:
             raise WeightsError(f"MODEL {path}: OpenVINO cannot read it ({str(e).splitlines()[0]})"
                                ) from e
+    try:
         meta = ov_metadata(model) if path.suffix == ".xml" else _onnx_meta(path)
-        precision = meta.get("precision", "int8" if "quantization" in meta else "fp32")
-        run: Callable[[np.ndarray], np.ndarray] = OpenVINORunner(model, precision, threads)
-    else:
-        meta = _onnx_meta(path)
-        precision = "int8" if "quantization" in meta else "fp32"
-        run = _onnxruntime_runner(path, threads)
+    except ValueError as e:  # a metadata entry that is not JSON
+        raise WeightsError(f"MODEL {path}: its metadata is not what `inception export` writes "
+                           f"({e})") from e
     missing = [k for k in ("model", "preprocessing", "classes") if k not in meta]
     if missing:
         raise WeightsError(f"MODEL {path}: its metadata lacks {', '.join(missing)}; export it "
                            "with `inception export`, which writes them")
-    config = GoogLeNetConfig.from_dict(meta["model"])
+    precision = meta.get("precision", "int8" if "quantization" in meta else "fp32")
+    try:
+        config = GoogLeNetConfig.from_dict(meta["model"])
+        if model is None:
+            run: Callable[[np.ndarray], np.ndarray] = _onnxruntime_runner(path, threads)
+        else:
+            if precision == "bf16" and not cpu_has_bf16():
+                log.warning("MODEL %s: this CPU has no bf16; OpenVINO runs it in fp32", path)
+                precision = "fp32"
+            run = OpenVINORunner(model, precision, threads)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise WeightsError(f"MODEL {path}: {runtime} cannot run it "
+                           f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
     source = meta.get("source", {})
     return LoadedModel(ExportedModel(run, config, runtime, precision), meta["preprocessing"],
                        meta["classes"], path,
