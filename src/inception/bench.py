@@ -147,6 +147,15 @@ def _openvino_paths(models: dict[str, tuple[Any, Any]], x: torch.Tensor,
     return paths
 
 
+def _forward(model: torch.nn.Module, inp: torch.Tensor, device: torch.device,
+             bf16: bool = False) -> Callable[[], None]:
+    """One timed path: `model(inp)` without gradients, under bf16 autocast when `bf16`."""
+    def call() -> None:
+        with torch.no_grad(), autocast(device, bf16):
+            model(inp)
+    return call
+
+
 def latency_rows(image_size: int, repeats: int, openvino: dict[str, tuple[Any, Any]],
                  onnx: dict[str, Callable[[torch.Tensor], Any]]) -> list[Row]:
     """One image at a time (batch 1, one request in flight): each model's fastest CPU paths,
@@ -160,15 +169,10 @@ def latency_rows(image_size: int, repeats: int, openvino: dict[str, tuple[Any, A
     tv = _torchvision(False, image_size).eval().to(memory_format=torch.channels_last)
     ours = optimize_for_inference(_paper(image_size, False), dtype=torch.bfloat16)
 
-    def eager_bf16(model, inp):
-        def call():
-            with torch.no_grad(), autocast(torch.device("cpu"), True):
-                model(inp)
-        return call
-
+    cpu = torch.device("cpu")
     paths = {"torchvision eager bf16 autocast channels_last, batch 1":
-             eager_bf16(tv, x.contiguous(memory_format=torch.channels_last)),
-             "paper variant optimize_for_inference bf16, batch 1": eager_bf16(ours, x)}
+             _forward(tv, x.contiguous(memory_format=torch.channels_last), cpu, True),
+             "paper variant optimize_for_inference bf16, batch 1": _forward(ours, x, cpu, True)}
     for name, (_, int8) in openvino.items():
         runner = OpenVINORunner(int8, "int8", request_batch=1, hint="LATENCY")
         paths[f"{name}, openvino int8 LATENCY, batch 1"] = lambda r=runner: r(xn)
@@ -211,10 +215,7 @@ def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
     xc = x.contiguous(memory_format=cl)
 
     def eager(model, inp, bf16=False):
-        def call():
-            with torch.no_grad(), autocast(device, bf16):
-                model(inp)
-        return call
+        return _forward(model, inp, device, bf16)
 
     paths = {}
     if not gpu:

@@ -169,6 +169,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     """Every readable image's top classes; each one that cannot be read is one line on stderr
     (the file and why) and, with --json, an entry with an "error". Exit status 1 if any failed."""
+    from inception.evaluation import model_precisions
     from inception.predict import predict
 
     (model,) = load_models([args.model], args.device, args.runtime)
@@ -177,9 +178,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--topk {args.topk}: the model has {classes} classes; pass at most "
                          f"{classes}")
     topk = min(5, classes) if args.topk is None else args.topk
-    if "runtime" in model.meta and args.precision is not None:
-        raise UsageError(f"--precision: MODEL {args.model} runs in the precision it was "
-                         f"exported in ({model.meta['precision']}); leave --precision out")
+    try:
+        model_precisions([model], args.precision)  # an exported model has its own
+    except ValueError as e:
+        raise UsageError(str(e)) from e
     if args.explain is not None or args.explain_layer or args.explain_head != "main":
         if "runtime" in model.meta:
             raise UsageError(f"--explain: MODEL {args.model} is an exported model, whose layers "

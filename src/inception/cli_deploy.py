@@ -32,8 +32,11 @@ def load_models(paths: Sequence[str], device: str = "cpu",
         dev = resolve_device("cpu" if exported else device)
         models = []
         for p in paths:
-            runtime_for(p, runtime)  # refuses a runtime that cannot run the file
-            models.append(load_exported(p, runtime) if is_exported(p) else load(p, dev))
+            if is_exported(p):
+                models.append(load_exported(p, runtime))
+            else:
+                runtime_for(p, runtime)  # refuses any runtime but torch
+                models.append(load(p, dev))
         return models
     except WeightsError as e:
         raise UsageError(str(e)) from e

@@ -219,7 +219,7 @@ def _joined(precisions: Sequence[str]) -> str:
     return precisions[0] if len(set(precisions)) == 1 else ",".join(precisions)
 
 
-def _precisions(models: Sequence[LoadedModel], precision: str | None) -> list[str]:
+def model_precisions(models: Sequence[LoadedModel], precision: str | None) -> list[str]:
     """`precision` (default: the trained one) for a PyTorch model; an exported one's own, as
     "RUNTIME PRECISION" ("openvino int8")."""
     if precision is not None and precision not in PRECISIONS:
@@ -271,7 +271,7 @@ def predict_probabilities(models: Sequence[LoadedModel], views: Sequence[torch.T
     """Softmax averaged over crops and models, on the models' device. `views[k]` is N x crops x
     C x S x S for model k; each model runs in `precision`, by default the one it was trained
     in (`trained_precision`), at most `chunk` crops at a time."""
-    return log_probabilities([m.model for m in models], views, _precisions(models, precision),
+    return log_probabilities([m.model for m in models], views, model_precisions(models, precision),
                              chunk).exp()
 
 
@@ -311,7 +311,7 @@ def evaluate(models: Sequence[LoadedModel], data: str, crops: int = 1, subset: i
         if m.classes != classes or m.channels != models[0].channels:
             raise ValueError(f"--ensemble {m.path}: its classes or channels differ from "
                              f"{models[0].path}'s; an ensemble needs models of one task")
-    precisions = _precisions(models, precision)
+    precisions = model_precisions(models, precision)
     images, split = eval_images(data, models, subset, data_dir, crops)
     if subset is not None and len(images) < subset:
         log.warning("--subset %d: the %s split has %d images; evaluating all of them", subset,
@@ -384,7 +384,7 @@ def result_scope(models: Sequence[LoadedModel], data: str, crops: int = 1,
     from inception.data import recorded_path
 
     return {"data": recorded_path(data), "subset": subset, "crops": crops,
-            "precision": _joined(_precisions(models, precision)),
+            "precision": _joined(model_precisions(models, precision)),
             "model_paths": [os.path.abspath(m.path) for m in models]}
 
 

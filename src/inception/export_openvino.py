@@ -46,7 +46,7 @@ from inception.export import (
     top1,
     torch_logits,
 )
-from inception.runtimes import OpenVINORunner, require_openvino
+from inception.runtimes import OpenVINORunner, require_nncf, require_openvino
 from inception.weights import LoadedModel
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -82,13 +82,9 @@ def quantize(model: Any, calibration: torch.Tensor) -> Any:
     # NNCF imports torch's C++-extension helper, which logs a warning about CUDA on every CPU
     # machine; it says nothing about the export.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        import nncf
-    except ImportError as e:
-        from inception.runtimes import OPENVINO_INSTALL
+    require_nncf()
+    import nncf
 
-        raise ExportError(f"--precision int8 needs NNCF, which is not installed: "
-                          f"{OPENVINO_INSTALL}") from e
     nncf.set_log_level(logging.WARNING)
     samples = [calibration[i:i + 1].numpy() for i in range(len(calibration))]
     with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout may be --json

@@ -20,6 +20,7 @@ from inception.config import MAX_CLASSES, GoogLeNetConfig
 from inception.devices import DEVICE_CHOICES
 from inception.dream import OCTAVE_SCALE, OCTAVES, STEP
 from inception.dream import STEPS as DREAM_STEPS
+from inception.export_openvino import PRECISIONS as EXPORT_PRECISIONS
 from inception.flags import (
     PRECISION_HELP,
     THREADS_HELP,
@@ -29,6 +30,7 @@ from inception.flags import (
     train_config_from_arguments,
 )
 from inception.recipes import RECIPES
+from inception.runtimes import RUNTIMES
 from inception.train.config import (
     COMPILE_MODES,
     MAX_BATCH,
@@ -73,7 +75,7 @@ SHARED: dict[str, dict[str, Any]] = {
                     help="views per image, softmax averaged (section 7): 1 (centre), 10 "
                          "(corners, centre and mirrors) or 144 (default: 1)"),
     "--precision": dict(choices=("fp32", "bf16"), default=None, help=PRECISION_HELP),
-    "--runtime": dict(choices=("torch", "onnxruntime", "openvino"), default=None,
+    "--runtime": dict(choices=RUNTIMES, default=None,
                       help="what runs MODEL: torch for a run directory; an exported .onnx runs "
                            "in onnxruntime (default) or openvino, an .xml in openvino (default: "
                            "the file's own)"),
@@ -218,7 +220,7 @@ def _export_parser(sub, parents: list) -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("onnx", "openvino", "torch-export"), default="onnx",
                     help="onnx (default), openvino (needs the openvino extra) or torch-export "
                          "(a torch.export program)")
-    ex.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+    ex.add_argument("--precision", choices=EXPORT_PRECISIONS, default=None,
                     help="what the runtime computes in: fp32 (default), bf16 (openvino only) or "
                          "int8 (static post-training quantization: onnxruntime's QDQ for onnx, "
                          "NNCF's for openvino)")

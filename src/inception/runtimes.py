@@ -36,6 +36,8 @@ from inception.weights import LoadedModel, WeightsError
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
+# The runtimes each exported file type runs in, its own first.
+EXPORTED_RUNTIMES = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}
 OPENVINO_INSTALL = "pip install 'inception[openvino]' (openvino and nncf)"
 REQUEST_BATCH = 8
 # OpenVINO's names for our precisions; "int8" runs the quantized model with the plugin's default
@@ -79,14 +81,18 @@ def cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def effective_precision(precision: str) -> str:
+    """The precision OpenVINO's CPU plugin runs `precision` in here: "bf16" is "fp32" on a CPU
+    without bf16 (the plugin would refuse the hint)."""
+    return "fp32" if precision == "bf16" and not cpu_has_bf16() else precision
+
+
 def ov_config(precision: str, threads: int | None, hint: str = "THROUGHPUT") -> dict[str, Any]:
-    """OpenVINO compile properties for `precision` ("fp32", "bf16", "int8"). bf16 on a CPU
-    without it runs in f32 (the plugin would refuse the hint)."""
+    """OpenVINO compile properties for `precision` ("fp32", "bf16", "int8"), as
+    `effective_precision` runs it."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": hint,
                               "INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
-    ov_precision = OV_PRECISION[precision]
-    if ov_precision == "bf16" and not cpu_has_bf16():
-        ov_precision = "f32"
+    ov_precision = OV_PRECISION[effective_precision(precision)]
     if ov_precision is not None:
         config["INFERENCE_PRECISION_HINT"] = ov_precision
     return config
@@ -95,7 +101,8 @@ def ov_config(precision: str, threads: int | None, hint: str = "THROUGHPUT") -> 
 class OpenVINORunner:
     """An OpenVINO model compiled for the CPU, called on a whole batch (numpy in, numpy out):
     `request_batch` images per request through an `AsyncInferQueue` (module docstring).
-    `hint="LATENCY"` with `request_batch=1` is the one-image-at-a-time deployment."""
+    `hint="LATENCY"` with `request_batch=1` is the one-image-at-a-time deployment. `precision`
+    is what it runs in (`effective_precision`)."""
 
     def __init__(self, model: Any, precision: str = "fp32", threads: int | None = None,
                  request_batch: int = REQUEST_BATCH, hint: str = "THROUGHPUT") -> None:
@@ -107,8 +114,9 @@ class OpenVINORunner:
                              "export it with `inception export`, which fixes the image size")
         model.reshape({model.inputs[0]: [request_batch, *(d.get_length() for d in
                                                           list(shape)[1:])]})
+        self.precision = effective_precision(precision)
         self.compiled = ov.Core().compile_model(model, "CPU",
-                                                ov_config(precision, threads, hint))
+                                                ov_config(self.precision, threads, hint))
         self.batch = request_batch
         self.queue = ov.AsyncInferQueue(self.compiled)
         self.queue.set_callback(self._done)
@@ -163,9 +171,8 @@ def runtime_for(path: str | Path, runtime: str | None) -> str:
     """The runtime that runs `path`: `runtime` (None: the file's own); a `WeightsError` naming
     both when the file cannot run in it."""
     suffix = Path(path).suffix
-    own = {".xml": "openvino", ".onnx": "onnxruntime"}.get(suffix, "torch")
-    allowed = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}.get(suffix,
-                                                                                ("torch",))
+    allowed = EXPORTED_RUNTIMES.get(suffix, ("torch",))
+    own = allowed[0]
     if runtime is None:
         return own
     if runtime not in allowed:
@@ -179,7 +186,7 @@ def runtime_for(path: str | Path, runtime: str | None) -> str:
 
 
 def is_exported(path: str | Path) -> bool:
-    return Path(path).suffix in (".xml", ".onnx")
+    return Path(path).suffix in EXPORTED_RUNTIMES
 
 
 def load_exported(path: str | Path, runtime: str | None = None,
@@ -216,10 +223,11 @@ def load_exported(path: str | Path, runtime: str | None = None,
         if model is None:
             run: Callable[[np.ndarray], np.ndarray] = _onnxruntime_runner(path, threads)
         else:
-            if precision == "bf16" and not cpu_has_bf16():
-                log.warning("MODEL %s: this CPU has no bf16; OpenVINO runs it in fp32", path)
-                precision = "fp32"
             run = OpenVINORunner(model, precision, threads)
+            if run.precision != precision:
+                log.warning("MODEL %s: this CPU has no %s; OpenVINO runs it in %s", path,
+                            precision, run.precision)
+                precision = run.precision
     except (RuntimeError, ValueError, TypeError) as e:
         raise WeightsError(f"MODEL {path}: {runtime} cannot run it "
                            f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
