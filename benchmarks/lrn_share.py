@@ -65,6 +65,13 @@ def export_graph(path: Path, form: str) -> set[str]:
     return lrn_names(path)
 
 
+def inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The timed batch (`batch` random 224 px images) and the 32 random images both runtimes'
+    INT8 is calibrated on, from fixed seeds."""
+    x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    return x, torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+
+
 def openvino_profile(model, x: torch.Tensor, precision: str, threads: int, repeats: int,
                      calibration: torch.Tensor, lrn: set[str]) -> dict:
     import openvino as ov
@@ -128,8 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
-    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    calibration = torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x, calibration = inputs(args.batch)
     figures = {}
     print(f"paper variant, 224 px, batch {args.batch}, {args.threads} threads; per call: the "
           f"median wall time of {args.repeats} calls, the profiler's sum and the LRN's part\n")

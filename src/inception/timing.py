@@ -13,9 +13,16 @@ from inception.devices import synchronize
 
 
 def median_rates(paths: dict[str, Callable[[], Any]], batch: int, repeats: int,
-                 warmup: int = 1, device: torch.device | None = None) -> dict[str, float]:
+                 warmup: int = 1, device: torch.device | None = None,
+                 primed: bool = False) -> dict[str, float]:
     """images/s of each path, alternated, median over `repeats` rounds. On a GPU each call is
-    followed by a synchronisation, so that its time is the work's and not the launch's."""
+    followed by a synchronisation, so that its time is the work's and not the launch's.
+
+    `primed`: each timed call follows an untimed call of the same path. Paths from different
+    runtimes need it: a runtime's worker threads keep spinning for a while after its call
+    returns (ONNX Runtime's, OpenMP's) and take a small CPU's cores from the next path's first
+    call. On 2 cores, OpenVINO INT8 right after an ONNX Runtime call ran at 0.61x the rate it
+    had after an OpenVINO call (`benchmarks/lrn_floor.py`)."""
     device = device or torch.device("cpu")
 
     def call(fn: Callable[[], Any]) -> None:
@@ -28,6 +35,8 @@ def median_rates(paths: dict[str, Callable[[], Any]], batch: int, repeats: int,
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(repeats):
         for name, fn in paths.items():
+            if primed:
+                call(fn)
             t = time.perf_counter()
             call(fn)
             times[name].append(time.perf_counter() - t)
