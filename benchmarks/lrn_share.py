@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from _record import Recorder, add_json_out_argument  # this folder's _record.py
 
-from inception.bench import _paper
+from inception.bench import _paper, calibration_images
 from inception.export import quantize_int8, save_onnx
 from inception.export_openvino import quantize
 from inception.inference import optimize_for_inference
@@ -67,9 +67,9 @@ def export_graph(path: Path, form: str) -> set[str]:
 
 def inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The timed batch (`batch` random 224 px images) and the 32 random images both runtimes'
-    INT8 is calibrated on, from fixed seeds."""
+    INT8 is calibrated on (`inception bench`'s), from fixed seeds."""
     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-    return x, torch.randn(32, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    return x, calibration_images(224)
 
 
 def openvino_profile(model, x: torch.Tensor, precision: str, threads: int, repeats: int,

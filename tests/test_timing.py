@@ -26,5 +26,7 @@ def test_unprimed_rounds_time_each_path_right_after_the_other(clock):
 
 
 def test_primed_rounds_time_each_path_after_a_call_of_its_own(clock):
-    rates = timing.median_rates(clock, batch=4, repeats=3, primed=True)
+    cold: dict[str, float] = {}
+    rates = timing.median_rates(clock, batch=4, repeats=3, primed=True, cold=cold)
     assert rates == pytest.approx({"a": 40.0, "b": 40.0})
+    assert cold == pytest.approx({"a": 4.0, "b": 4.0})  # the priming calls, after the other

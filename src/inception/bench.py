@@ -88,6 +88,12 @@ def _torchvision(aux: bool, image_size: int) -> torch.nn.Module:
     return torchvision.models.googlenet(weights=None, aux_logits=aux, init_weights=True)
 
 
+def calibration_images(image_size: int) -> torch.Tensor:
+    """The 32 random images every INT8 path of `bench` is calibrated on (fixed seed), so that
+    both runtimes and both models see the same ones."""
+    return torch.randn(32, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+
+
 def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path,
                 s8s8: tuple[str, ...] = (), int8_sessions: dict[str, Any] | None = None
                 ) -> dict[str, Callable[[], Any]]:
@@ -96,7 +102,7 @@ def _onnx_paths(models: dict[str, torch.nn.Module], x: torch.Tensor, tmp: Path,
     into `int8_sessions`, by model name."""
     from inception.export import onnx_session, quantize_int8, save_onnx
 
-    calibration = torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+    calibration = calibration_images(x.shape[-1])
     paths = {}
     xn = x.numpy()
     for i, (name, model) in enumerate(models.items()):
@@ -242,8 +248,9 @@ def inference_rows(batch: int, image_size: int, repeats: int, onnx: bool = True,
     with tempfile.TemporaryDirectory() as tmp:
         ov_models, sessions = ({}, {}) if gpu else _runtime_paths(
             paths, tv, paper, x, Path(tmp), onnx, openvino)
-        # Three runtimes alternate on the CPU: each timed call follows an untimed one.
-        rates = median_rates(paths, batch, repeats, device=device, primed=not gpu)
+        # Runtimes alternate on the CPU: each timed call follows an untimed one of its own.
+        rates = median_rates(paths, batch, repeats, device=device,
+                             primed=bool(ov_models or sessions))
         rows = []
         for name, rate in rates.items():
             dtype = "int8" if "int8" in name else "bf16" if "bf16" in name else "fp32"
@@ -277,7 +284,7 @@ def _runtime_paths(paths: dict[str, Callable[[], Any]], tv: torch.nn.Module, pap
         graph = optimize_for_inference(paper, export="openvino")
         ov_models = _openvino_models(
             {"torchvision": tv, "paper variant (openvino graph)": graph}, x,
-            torch.randn(32, *x.shape[1:], generator=torch.Generator().manual_seed(0)))
+            calibration_images(x.shape[-1]))
         paths.update(_openvino_paths(ov_models, x))
     return ov_models, sessions
 
