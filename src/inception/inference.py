@@ -90,9 +90,10 @@ class ConvLRN(nn.Module):
     - "onnxruntime": rsqrt(s) * sqrt(rsqrt(s)), faster there than `Pow`;
     - "openvino": (s^1/4)^-3 as sqrt, sqrt, then an integer power: one chain of unary
       element-wise operations, which OpenVINO's CPU plugin fuses with the final multiply into
-      one kernel (its profile shows one node for them). With it the network ran 1.17x faster in
-      OpenVINO bf16 than with the rsqrt form, and no faster in INT8 (one run each,
-      BENCHMARKS.md, "Deploying on a CPU").
+      one kernel (its profile shows one node for them). Alternated with the rsqrt form in
+      OpenVINO (`benchmarks/lrn_floor.py`), the two ran within 5% of each other in bf16 and INT8;
+      `Pow(s, -3/4)`, exp-log and OpenVINO's own LRN ran far slower (BENCHMARKS.md, "Deploying
+      on a CPU").
 
     Both equal the definition to float rounding (`tests/test_inference.py`)."""
 
