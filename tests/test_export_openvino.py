@@ -105,8 +105,10 @@ def test_onnx_files_run_in_onnxruntime_or_openvino_with_the_same_logits(
     x, _ = sample_images(by_ort, "eval", 20, "fashion-mnist", small_fashion_mnist_dir)
     assert by_ort.meta["runtime"] == "onnxruntime" and by_ov.meta["runtime"] == "openvino"
     assert (by_ort.model(x) - by_ov.model(x)).abs().max() < 1e-4
-    # 20 images in requests of 8: the last request is padded and the padding dropped.
+    # 20 images in requests of 8, the last 4 one at a time; and 3 images, all one at a time.
     assert by_ov.model(x).shape == (20, 10)
+    assert (by_ov.model(x[:3]) - by_ort.model(x[:3])).abs().max() < 1e-4
+    assert by_ov.model.run._single is not None  # the batch-1 compilation, not a padded request
 
 
 def test_runtime_and_device_flags_that_cannot_run_the_file_are_refused(

@@ -163,6 +163,7 @@ def _train_parser(sub, parents: list, values: TrainConfig) -> argparse.ArgumentP
 
 MODEL_HELP = ("a run directory of `inception train` (or `inception import-caffe`), or its "
               "model.safetensors")
+RUNNABLE_HELP = MODEL_HELP + ", or a file `inception export` wrote (.onnx, .xml)"
 
 
 def _eval_parser(sub, parents: list) -> argparse.ArgumentParser:
@@ -170,7 +171,7 @@ def _eval_parser(sub, parents: list) -> argparse.ArgumentParser:
         "eval", help="top-1/top-5 with 1, 10 or 144 crops, and ensembles", parents=parents,
         description="Evaluate a trained model (or an ensemble) as the paper's section 7 does: "
                     "softmax averaged over crops and models.")
-    ev.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    ev.add_argument("model", metavar="MODEL", help=RUNNABLE_HELP)
     ev.add_argument("data", nargs="?", default=None, metavar="DATA",
                     help="'fashion-mnist' or an image folder with val/ (default: the model's)")
     ev.add_argument("--ensemble", nargs="+", metavar="MODEL", help="more models to average")
@@ -190,7 +191,7 @@ def _eval_parser(sub, parents: list) -> argparse.ArgumentParser:
 def _predict_parser(sub, parents: list) -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images", parents=parents,
                         description="Print the top classes of each image with probabilities.")
-    pr.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    pr.add_argument("model", metavar="MODEL", help=RUNNABLE_HELP)
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     pr.add_argument("--topk", type=number(int, 1, MAX_CLASSES), default=None, metavar="K",
                     help="classes to print per image, at most the model's (default: 5, or all "
@@ -238,8 +239,9 @@ def _export_parser(sub, parents: list) -> argparse.ArgumentParser:
 def _bench_parser(sub, parents: list) -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="inference (and training) speed beside torchvision's",
                         parents=parents,
-                        description="Our paths next to torchvision's googlenet in eager PyTorch "
-                                    "and ONNX Runtime, alternated in one process, medians.")
+                        description="Our paths next to torchvision's googlenet in eager PyTorch, "
+                                    "ONNX Runtime and (with the openvino extra) OpenVINO, "
+                                    "alternated in one process, medians.")
     # Bounds: a batch of 4096 images of 1024 px is already ~50 GB of input; 1000 rounds of every
     # path take hours.
     be.add_argument("--batch-size", type=number(int, 1, 4096), default=None, metavar="N",

@@ -9,13 +9,14 @@ Which runtime runs a file: `.xml` (an OpenVINO model, `inception export --format
 in OpenVINO; `.onnx` in ONNX Runtime by default, or in OpenVINO (which reads ONNX) with
 `--runtime openvino`.
 
-OpenVINO runs the way its documentation recommends for throughput on a CPU: the THROUGHPUT hint
-(one inference stream per few cores) fed by an `AsyncInferQueue` of fixed-size requests
-(`REQUEST_BATCH` images, the last one padded), so that every stream is busy and each request's
-activations stay in the core's cache. Static shapes: the model is reshaped to the request's
-batch before it is compiled, which OpenVINO's CPU plugin runs faster than a dynamic batch.
-OpenVINO is an optional extra (`pip install 'inception[openvino]'`); without it every other
-runtime works and asking for OpenVINO says in one line what to install.
+OpenVINO runs the way its documentation recommends for throughput on a CPU: the THROUGHPUT hint (one
+inference stream per few cores) fed by an `AsyncInferQueue` of fixed-size requests (`REQUEST_BATCH`
+images; the images left over run one at a time), so that every stream is busy and each request's
+activations stay in the core's cache. Static shapes: the model is reshaped to the request's batch
+before it is compiled, which OpenVINO's CPU plugin runs faster than a dynamic batch. OpenVINO is an
+optional extra (`pip install 'inception[openvino]'`, or `pip install -e '.[openvino]'` in a
+checkout); without it every other runtime works and asking for OpenVINO says in one line what to
+install.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 # The runtimes each exported file type runs in, its own first.
 EXPORTED_RUNTIMES = {".xml": ("openvino",), ".onnx": ("onnxruntime", "openvino")}
-OPENVINO_INSTALL = "pip install 'inception[openvino]' (openvino and nncf)"
+OPENVINO_INSTALL = ("pip install 'inception[openvino]' (openvino and nncf; in a checkout, "
+                    "pip install -e '.[openvino]')")
 REQUEST_BATCH = 8
 # OpenVINO's names for our precisions; "int8" runs the quantized model with the plugin's default
 # for what stays in floating point (bf16 where the CPU has it, else f32).
@@ -102,7 +104,12 @@ class OpenVINORunner:
     """An OpenVINO model compiled for the CPU, called on a whole batch (numpy in, numpy out):
     `request_batch` images per request through an `AsyncInferQueue` (module docstring).
     `hint="LATENCY"` with `request_batch=1` is the one-image-at-a-time deployment. `precision`
-    is what it runs in (`effective_precision`)."""
+    is what it runs in (`effective_precision`).
+
+    The images that do not fill a last request (all of them when fewer than `request_batch`,
+    as `predict` on one photo) run one at a time in a second compilation of the model, for
+    batch 1 with the LATENCY hint, made on first need: a padded request would compute
+    `request_batch` images for each of them."""
 
     def __init__(self, model: Any, precision: str = "fp32", threads: int | None = None,
                  request_batch: int = REQUEST_BATCH, hint: str = "THROUGHPUT") -> None:
@@ -112,14 +119,21 @@ class OpenVINORunner:
         if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
             raise ValueError(f"the model's input shape {shape} is dynamic beyond the batch; "
                              "export it with `inception export`, which fixes the image size")
-        model.reshape({model.inputs[0]: [request_batch, *(d.get_length() for d in
-                                                          list(shape)[1:])]})
+        self.image_shape = [d.get_length() for d in list(shape)[1:]]
+        self.model, self.threads = model, threads
         self.precision = effective_precision(precision)
-        self.compiled = ov.Core().compile_model(model, "CPU",
-                                                ov_config(self.precision, threads, hint))
+        self.compiled = self._compile(request_batch, hint)
         self.batch = request_batch
         self.queue = ov.AsyncInferQueue(self.compiled)
         self.queue.set_callback(self._done)
+        self._single: Any = self.compiled.create_infer_request() if request_batch == 1 else None
+
+    def _compile(self, batch: int, hint: str) -> Any:
+        ov = require_openvino()
+        model = self.model.clone()
+        model.reshape({model.inputs[0]: [batch, *self.image_shape]})
+        return ov.Core().compile_model(model, "CPU", ov_config(self.precision, self.threads,
+                                                               hint))
 
     def _done(self, request: Any, userdata: tuple[np.ndarray, int]) -> None:
         out, start = userdata
@@ -127,18 +141,20 @@ class OpenVINORunner:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n, b = len(x), self.batch
-        padded = -(-n // b) * b
-        if padded != n:
-            x = np.concatenate([x, np.zeros((padded - n, *x.shape[1:]), x.dtype)])
+        whole = n - n % b
         x = np.ascontiguousarray(x, dtype=np.float32)
         classes = self.compiled.outputs[0].get_partial_shape()[1].get_length()
-        out = np.empty((padded, classes), np.float32)
+        out = np.empty((n, classes), np.float32)
         try:
-            for start in range(0, padded, b):
+            for start in range(0, whole, b):
                 self.queue.start_async({0: x[start:start + b]}, (out, start))
         finally:  # no request may still write into `out` once this call is over
             self.queue.wait_all()
-        return out[:n]
+        if whole < n and self._single is None:
+            self._single = self._compile(1, "LATENCY").create_infer_request()
+        for i in range(whole, n):
+            out[i] = self._single.infer({0: x[i:i + 1]})[0][0]
+        return out
 
 
 def ov_metadata(model: Any) -> dict[str, Any]:
