@@ -114,7 +114,6 @@ class OpenVINORunner:
     def __init__(self, model: Any, precision: str = "fp32", threads: int | None = None,
                  request_batch: int = REQUEST_BATCH, hint: str = "THROUGHPUT") -> None:
         ov = require_openvino()
-        model = model.clone()
         shape = model.inputs[0].get_partial_shape()
         if shape.rank.is_dynamic or any(d.is_dynamic for d in list(shape)[1:]):
             raise ValueError(f"the model's input shape {shape} is dynamic beyond the batch; "
@@ -126,9 +125,11 @@ class OpenVINORunner:
         self.batch = request_batch
         self.queue = ov.AsyncInferQueue(self.compiled)
         self.queue.set_callback(self._done)
-        self._single: Any = self.compiled.create_infer_request() if request_batch == 1 else None
+        self._single: Any = None  # the batch-1 request for leftover images, made on first need
 
     def _compile(self, batch: int, hint: str) -> Any:
+        """`self.model` compiled for requests of `batch` images (a reshaped copy: the caller's
+        model is left as it is)."""
         ov = require_openvino()
         model = self.model.clone()
         model.reshape({model.inputs[0]: [batch, *self.image_shape]})
