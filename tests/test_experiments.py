@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from inception import distributed
 from inception.cli import main
 from inception.cost import table1_cost
-from inception.experiments import claims, measure, structure
+from inception.experiments import claims, measure, stats, structure
 from inception.experiments import report as report_lib
 from inception.experiments.claims import EXPERIMENTS, Arm, protocol, select
 from inception.experiments.runner import _resumable, chosen_lr, jobs, run_dir, train_arms
@@ -133,7 +133,6 @@ def test_the_declared_regimes_test_what_their_claims_need():
 
 
 def test_seeds_are_planned_from_the_pilot_spread_and_capped():
-    from inception.experiments import stats
 
     pool = EXPERIMENTS["pool-branch"]
     assert pool.planned_seeds == min(claims.MAX_SEEDS, stats.seeds_to_resolve(0.3, 0.35))
@@ -218,6 +217,23 @@ def test_a_verdict_follows_the_direction_the_claim_expects():
     single = report_lib.Comparison("e", "x", "y", "top-1", Spread.of([1.0]), 0.3, "lower")
     report_lib.correct([single])
     assert single.verdict() == "unresolved (fewer than two seeds)" and single.family == 1
+
+
+def test_an_unresolved_verdict_names_the_seeds_that_would_settle_it():
+    # a large difference at a large spread: equivalence within ±0.5 is out of reach, and the
+    # seeds named are those that resolve the difference observed, not one of δ
+    far = report_lib.Comparison("e", "naive", "reduced", "top-1", Spread.of([-7.0, -12.0, -18.0]),
+                                0.5, "not higher")
+    report_lib.correct([far])
+    n = stats.seeds_to_resolve(37 / 3, far.diff.std, 0.05 / far.family)  # family: t test, TOST
+    assert far.verdict() == (f"unresolved (about {n} seeds would resolve the observed difference "
+                             "of 12 at this spread)")
+    assert stats.seeds_to_resolve(0.5, far.diff.std, 0.05) is None  # δ itself: beyond 200
+    near = report_lib.Comparison("e", "x", "y", "top-1", Spread.of([0.1, -0.2, 0.3, 0.05]), 0.3,
+                                 "lower")
+    report_lib.correct([near])
+    assert "would resolve a difference of 0.3, and about" in near.verdict()
+    assert "show one inside ±0.3" in near.verdict()
 
 
 def test_the_summary_corrects_every_result_json_as_one_family(tmp_path):

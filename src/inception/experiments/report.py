@@ -116,12 +116,27 @@ class Comparison:
             return f"{'for' if supports else 'against'} the claim: resolved, {side} the paper's arm"
         if not self.testable:
             return "unresolved (fewer than two seeds)"
-        effect = self.delta if self.delta is not None else abs(d.mean)
-        need = (stats.seeds_to_resolve(effect, d.std, ALPHA / self.family)
-                if d.std > 0 and effect > 0 else None)
-        more = (f"about {need} seeds would resolve a difference of {effect:.2g} at this spread"
-                if need else "more seeds than the budget allows would be needed")
-        return f"unresolved ({more})"
+        return f"unresolved ({self.seeds_needed()})"
+
+    def seeds_needed(self) -> str:
+        """What more seeds would settle, at the spread observed and the family's strictest level
+        (5%/m, power 0.8): the observed difference when it is δ or larger (or no δ is named),
+        else a difference of δ and equivalence within ±δ."""
+        d, level, most = self.diff, ALPHA / self.family, 200
+        if d.std <= 0:
+            return "the paired differences do not vary: no seed count settles it"
+
+        def count(n: int | None) -> str:
+            return f"about {n}" if n else f"more than {most}"
+
+        if self.delta is None or abs(d.mean) >= self.delta:
+            n = stats.seeds_to_resolve(abs(d.mean), d.std, level, max_n=most)
+            return (f"{count(n)} seeds would resolve the observed difference of "
+                    f"{abs(d.mean):.2g} at this spread")
+        n = stats.seeds_to_resolve(self.delta, d.std, level, max_n=most)
+        eq = stats.seeds_for_equivalence(self.delta, d.std, d.mean, level, max_n=most)
+        return (f"{count(n)} seeds would resolve a difference of {self.delta:g}, and "
+                f"{count(eq)} show one inside ±{self.delta:g}, at this spread")
 
     def line(self) -> str:
         d = self.diff
