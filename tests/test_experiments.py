@@ -257,6 +257,27 @@ def test_the_summary_corrects_every_result_json_as_one_family(tmp_path):
     assert any(r.startswith("| aux-heads |") and "not run yet" in r for r in rows)
 
 
+def test_the_results_block_is_each_table_md_with_its_plot(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "claims_summary", Path(__file__).parents[1] / "scripts" / "claims_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    (tmp_path / "out" / "dropout").mkdir(parents=True)
+    (tmp_path / "out" / "dropout" / "table.md").write_text("## dropout (section 5)\n\n| a |\n")
+    (tmp_path / "out" / "dropout" / "plot.png").write_bytes(b"png")
+    lines = summary.results(tmp_path / "out", tmp_path / "docs" / "claims")
+    assert "### dropout (section 5)" in lines and "| a |" in lines
+    assert "![dropout: every seed of every arm](claims/dropout.png)" in lines
+    assert (tmp_path / "docs" / "claims" / "dropout.png").read_bytes() == b"png"
+    assert lines[lines.index("### reductions (section 4)") + 2] == "Not run yet."
+    page = tmp_path / "claims.md"
+    page.write_text(f"head\n{summary.RESULTS[0]}\nold\n{summary.RESULTS[1]}\ntail\n")
+    assert summary.replace(page, "new", summary.RESULTS) == (
+        f"head\n{summary.RESULTS[0]}\nnew\n{summary.RESULTS[1]}\ntail\n")
+
+
 def test_select_refuses_an_unknown_experiment_by_name():
     assert len(select("all")) == len(EXPERIMENTS)
     with pytest.raises(ValueError, match="unknown experiment 'dropouts'; choose one of"):
