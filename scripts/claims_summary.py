@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
 from inception.experiments import stats
 from inception.experiments.claims import EXPERIMENTS
-from inception.experiments.report import Comparison, correct
+from inception.experiments.report import SHARED_CORES, Comparison, correct
+from inception.experiments.runner import shared_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "claims.md")
@@ -88,6 +91,29 @@ def rows(out: Path) -> list[str]:
     return lines
 
 
+def cost(out: Path) -> str:
+    """The training cost of every finished run under `out`/runs: their wall time in all, how many
+    trained beside other work (or paused: `sharing.json`), and what all of them would take on
+    a quiet machine, each at the median wall time of the quiet runs of its arm (the same
+    regime and arm, a learning-rate grid run counted with its arm)."""
+    walls: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for path in sorted(out.glob("runs/*/*/results.json")):
+        arm = re.sub(r"^lr=[^,]*,?|-seed\d+$", "", path.parent.name) or "paper"
+        busy = shared_cores(path.parent)
+        quiet = busy is not None and busy <= SHARED_CORES
+        walls.setdefault((path.parent.parent.name, arm), []).append(
+            (json.loads(path.read_text())["wall_s"], quiet))
+    runs = [w for arm in walls.values() for w in arm]
+    if not runs:
+        return f"{out}: no finished runs"
+    quiet_total = sum(len(arm) * statistics.median([w for w, q in arm if q] or [w for w, _ in arm])
+                      for arm in walls.values())
+    return (f"{len(runs)} runs, {sum(w for w, _ in runs) / 3600:.1f} hours of wall time in all; "
+            f"{sum(not q for _, q in runs)} trained beside other work or without a record; on a "
+            f"quiet machine (each run at its arm's median quiet run) about "
+            f"{quiet_total / 3600:.1f} hours")
+
+
 def results(out: Path, plots: Path) -> list[str]:
     """Each experiment's `table.md` as `inception experiment` wrote it, its heading one level
     down, and its plot, copied into `plots` (a folder beside docs/claims.md)."""
@@ -97,7 +123,7 @@ def results(out: Path, plots: Path) -> list[str]:
         if not table.exists():
             lines += [f"### {name} (section {experiment.section})", "", "Not run yet.", ""]
             continue
-        lines += ("#" + table.read_text().strip()).splitlines() + [""]
+        lines += [*("#" + table.read_text().strip()).splitlines(), ""]
         if (out / name / "plot.png").exists():
             plots.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name / "plot.png", plots / f"{name}.png")
@@ -125,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = {PAGES[0]: "\n".join(compact(out)), PAGES[1]: "\n".join(rows(out))}
     if not args.write:
         print(tables[PAGES[1]])
+        print(f"\nTraining cost: {cost(out)}")
         return 0
     for page, table in tables.items():
         page.write_text(replace(page, table))

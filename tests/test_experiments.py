@@ -278,6 +278,30 @@ def test_the_results_block_is_each_table_md_with_its_plot(tmp_path):
         f"head\n{summary.RESULTS[0]}\nnew\n{summary.RESULTS[1]}\ntail\n")
 
 
+def test_the_training_cost_counts_shared_runs_and_prices_each_at_its_arms_quiet_median(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "claims_summary", Path(__file__).parents[1] / "scripts" / "claims_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    # base/paper: quiet runs of 100 s and 200 s, one shared run of 3600 s, one lr-grid run of
+    # 300 s (its arm's too); polyak/paper: one run of 60 s with no record
+    for folder, wall, busy in (("base/paper-seed0", 100, 0.1), ("base/paper-seed1", 200, 0.0),
+                               ("base/paper-seed2", 3600, 1.5), ("base/lr=0.1-seed100", 300, 0.2),
+                               ("polyak/paper-seed0", 60, None)):
+        run = tmp_path / "runs" / folder
+        run.mkdir(parents=True)
+        (run / "results.json").write_text(json.dumps({"wall_s": wall}))
+        if busy is not None:
+            (run / "sharing.json").write_text(json.dumps(
+                {"sessions": [{"wall_s": wall, "cores_busy_elsewhere": busy, "threads": 2}]}))
+    # quiet: 4 base runs at the median of 100, 200, 300 (200 s) + the polyak run's own 60 s
+    assert summary.cost(tmp_path) == (
+        "5 runs, 1.2 hours of wall time in all; 2 trained beside other work or without a record; "
+        f"on a quiet machine (each run at its arm's median quiet run) about {860 / 3600:.1f} hours")
+
+
 def test_select_refuses_an_unknown_experiment_by_name():
     assert len(select("all")) == len(EXPERIMENTS)
     with pytest.raises(ValueError, match="unknown experiment 'dropouts'; choose one of"):
