@@ -127,7 +127,7 @@ def results(out: Path, plots: Path) -> list[str]:
         if (out / name / "plot.png").exists():
             plots.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / name / "plot.png", plots / f"{name}.png")
-            lines += [f"![{name}: every seed of every arm]({plots.name}/{name}.png)", ""]
+            lines += [f"![{name}: its plot.png]({plots.name}/{name}.png)", ""]
     return lines[:-1]
 
 

@@ -269,7 +269,7 @@ def test_the_results_block_is_each_table_md_with_its_plot(tmp_path):
     (tmp_path / "out" / "dropout" / "plot.png").write_bytes(b"png")
     lines = summary.results(tmp_path / "out", tmp_path / "docs" / "claims")
     assert "### dropout (section 5)" in lines and "| a |" in lines
-    assert "![dropout: every seed of every arm](claims/dropout.png)" in lines
+    assert "![dropout: its plot.png](claims/dropout.png)" in lines
     assert (tmp_path / "docs" / "claims" / "dropout.png").read_bytes() == b"png"
     assert lines[lines.index("### reductions (section 4)") + 2] == "Not run yet."
     page = tmp_path / "claims.md"
