@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from inception.experiments import stats
 from inception.experiments.claims import EXPERIMENTS
 from inception.experiments.report import SHARED_CORES, Comparison, correct
-from inception.experiments.runner import shared_cores
+from inception.experiments.runner import saved_config, shared_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "claims.md")
@@ -95,13 +94,14 @@ def cost(out: Path) -> str:
     """The training cost of every finished run under `out`/runs: their wall time in all, how many
     trained beside other work (or paused: `sharing.json`), and what all of them would take on
     a quiet machine, each at the median wall time of the quiet runs of its arm (the same
-    regime and arm, a learning-rate grid run counted with its arm)."""
-    walls: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    config but for the seed and the learning rate: a grid run is counted with its arm)."""
+    walls: dict[str, list[tuple[float, bool]]] = {}
     for path in sorted(out.glob("runs/*/*/results.json")):
-        arm = re.sub(r"^lr=[^,]*,?|-seed\d+$", "", path.parent.name) or "paper"
+        arm = {k: v for k, v in saved_config(path.parent).to_dict().items()
+               if k not in ("seed", "lr")}
         busy = shared_cores(path.parent)
         quiet = busy is not None and busy <= SHARED_CORES
-        walls.setdefault((path.parent.parent.name, arm), []).append(
+        walls.setdefault(json.dumps(arm, sort_keys=True), []).append(
             (json.loads(path.read_text())["wall_s"], quiet))
     runs = [w for arm in walls.values() for w in arm]
     if not runs:

@@ -1,6 +1,7 @@
 """`inception experiment`: the arms, the table's arithmetic, resuming, the gradient measurement."""
 
 import copy
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -287,11 +288,16 @@ def test_the_training_cost_counts_shared_runs_and_prices_each_at_its_arms_quiet_
     spec.loader.exec_module(summary)
     # base/paper: quiet runs of 100 s and 200 s, one shared run of 3600 s, one lr-grid run of
     # 300 s (its arm's too); polyak/paper: one run of 60 s with no record
-    for folder, wall, busy in (("base/paper-seed0", 100, 0.1), ("base/paper-seed1", 200, 0.0),
-                               ("base/paper-seed2", 3600, 1.5), ("base/lr=0.1-seed100", 300, 0.2),
-                               ("polyak/paper-seed0", 60, None)):
+    base = EXPERIMENTS["pool-branch"].base()
+    for folder, cfg, wall, busy in (
+            ("base/paper-seed0", base, 100, 0.1),
+            ("base/paper-seed1", dataclasses.replace(base, seed=1), 200, 0.0),
+            ("base/paper-seed2", dataclasses.replace(base, seed=2), 3600, 1.5),
+            ("base/lr=0.1-seed100", dataclasses.replace(base, seed=100, lr=0.1), 300, 0.2),
+            ("polyak/paper-seed0", claims.polyak(), 60, None)):
         run = tmp_path / "runs" / folder
         run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
         (run / "results.json").write_text(json.dumps({"wall_s": wall}))
         if busy is not None:
             (run / "sharing.json").write_text(json.dumps(
