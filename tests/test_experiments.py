@@ -16,7 +16,15 @@ from inception.cost import table1_cost
 from inception.experiments import claims, measure, stats, structure
 from inception.experiments import report as report_lib
 from inception.experiments.claims import EXPERIMENTS, Arm, protocol, select
-from inception.experiments.runner import _resumable, chosen_lr, jobs, run_dir, train_arms
+from inception.experiments.runner import (
+    _resumable,
+    chosen_lr,
+    jobs,
+    plan,
+    run_dir,
+    shape,
+    train_arms,
+)
 from inception.experiments.table import Column, Spread, markdown_table, paired_difference
 from inception.model import GoogLeNet
 from inception.preprocessing import Preprocessing
@@ -152,6 +160,28 @@ def test_runs_are_shared_within_a_regime_and_the_grid_comes_first(tmp_path):
     assert (tmp_path / "runs" / "base" / "paper-seed1") in folders  # pool-branch's seed 1
     # the reductions arms' later seeds wait for their grid
     assert not any(j.experiment.name == "reductions" and j.seed == 1 for j in todo)
+
+
+def test_the_plan_lists_every_run_train_arms_trains_before_any_has(tmp_path):
+    regime_lr = protocol().lr
+    trained = []
+
+    def trainer(cfg, out, **kw):  # every grid chooses the regime's own rate
+        trained.append(out)
+        out.mkdir(parents=True)
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+        (out / "results.json").write_text(json.dumps(
+            {"val_top1": 90 if cfg.lr == regime_lr else 10, "test_top1": 1, "wall_s": 1}))
+
+    experiments = select("all")
+    train_arms(experiments, tmp_path, [0, 1], device="cpu", progress=False, trainer=trainer)
+    planned = [j.folder(tmp_path) for j in plan(experiments, [0, 1])]
+    assert sorted(planned) == sorted(trained) and len(set(planned)) == len(planned)
+    assert len(plan(experiments)) == 85  # the planned seeds; docs/claims.md prices them
+    # a run's cost depends on all but its seed and learning rate
+    base = protocol()
+    assert shape(base) == shape(base.replace(seed=7, lr=0.05))
+    assert shape(base) != shape(base.replace(epochs=9))
 
 
 def test_the_grid_picks_each_arms_best_validation_top1_on_a_seed_of_its_own(tmp_path):

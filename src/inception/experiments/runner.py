@@ -119,6 +119,26 @@ def jobs(experiments: Iterable[Experiment], out: Path,
     return list(todo.values())
 
 
+def plan(experiments: Iterable[Experiment], seeds: Sequence[int] | None = None) -> list[Job]:
+    """Every distinct run the experiments will train, known before any of them has: the grids'
+    runs, then each arm's seeds. A grid arm's seeds are listed at the regime's learning rate
+    (`lr` None), standing for the rate its grid will choose: the run is the same but for it."""
+    todo: dict[Path, Job] = {}
+    for e in experiments:
+        for arm in e.arms:
+            for job in [*(Job(e, arm, GRID_SEED, lr) for lr in e.lr_grid or ()),
+                        *(Job(e, arm, seed) for seed in seeds_of(e, seeds))]:
+                todo.setdefault(job.folder(Path()), job)
+    return list(todo.values())
+
+
+def shape(cfg: TrainConfig) -> str:
+    """What a run costs depends on: its config less the seed and the learning rate (a grid's
+    runs cost what their arm's do)."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in ("seed", "lr")}
+    return json.dumps(fields, sort_keys=True)
+
+
 def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int] | None = None,
                device: str = "auto", progress: bool = True, data_dir: str | None = None,
                trainer: Callable[..., Any] = train) -> list[Path]:
