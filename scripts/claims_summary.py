@@ -27,7 +27,7 @@ from pathlib import Path
 from inception.experiments import stats
 from inception.experiments.claims import EXPERIMENTS
 from inception.experiments.report import SHARED_CORES, Comparison, correct
-from inception.experiments.runner import saved_config, shared_cores
+from inception.experiments.runner import saved_config, session_threads, shared_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "claims.md")
@@ -92,26 +92,32 @@ def rows(out: Path) -> list[str]:
 
 def cost(out: Path) -> str:
     """The training cost of every finished run under `out`/runs: their wall time in all, how many
-    trained beside other work (or paused: `sharing.json`), and what all of them would take on
-    a quiet machine, each at the median wall time of the quiet runs of its arm (the same
-    config but for the seed and the learning rate: a grid run is counted with its arm)."""
-    walls: dict[str, list[tuple[float, bool]]] = {}
+    trained beside other work (or paused: `sharing.json`) or with fewer threads than the most
+    any run used, and what all of them would take on a quiet machine, each at the median wall
+    time of the quiet runs of its arm (the same config but for the seed and the learning rate:
+    a grid run is counted with its arm) that used the most threads."""
+    walls: dict[str, list[tuple[float, float | None, set[int]]]] = {}
     for path in sorted(out.glob("runs/*/*/results.json")):
         arm = {k: v for k, v in saved_config(path.parent).to_dict().items()
                if k not in ("seed", "lr")}
-        busy = shared_cores(path.parent)
-        quiet = busy is not None and busy <= SHARED_CORES
         walls.setdefault(json.dumps(arm, sort_keys=True), []).append(
-            (json.loads(path.read_text())["wall_s"], quiet))
+            (json.loads(path.read_text())["wall_s"], shared_cores(path.parent),
+             session_threads(path.parent)))
     runs = [w for arm in walls.values() for w in arm]
     if not runs:
         return f"{out}: no finished runs"
-    quiet_total = sum(len(arm) * statistics.median([w for w, q in arm if q] or [w for w, _ in arm])
-                      for arm in walls.values())
-    return (f"{len(runs)} runs, {sum(w for w, _ in runs) / 3600:.1f} hours of wall time in all; "
-            f"{sum(not q for _, q in runs)} trained beside other work or without a record; on a "
-            f"quiet machine (each run at its arm's median quiet run) about "
-            f"{quiet_total / 3600:.1f} hours")
+    most = max((t for _, _, threads in runs for t in threads), default=None)
+
+    def quiet(busy: float | None, threads: set[int]) -> bool:
+        return busy is not None and busy <= SHARED_CORES and threads == {most}
+
+    quiet_total = sum(
+        len(arm) * statistics.median([w for w, b, t in arm if quiet(b, t)] or [w for w, *_ in arm])
+        for arm in walls.values())
+    return (f"{len(runs)} runs, {sum(w for w, *_ in runs) / 3600:.1f} hours of wall time in all; "
+            f"{sum(not quiet(b, t) for _, b, t in runs)} trained beside other work, with fewer "
+            f"than {most} threads or without a record; on a quiet machine (each run at its "
+            f"arm's median quiet run) about {quiet_total / 3600:.1f} hours")
 
 
 def results(out: Path, plots: Path) -> list[str]:

@@ -174,14 +174,50 @@ def test_the_plan_lists_every_run_train_arms_trains_before_any_has(tmp_path):
             {"val_top1": 90 if cfg.lr == regime_lr else 10, "test_top1": 1, "wall_s": 1}))
 
     experiments = select("all")
-    train_arms(experiments, tmp_path, [0, 1], device="cpu", progress=False, trainer=trainer)
-    planned = [j.folder(tmp_path) for j in plan(experiments, [0, 1])]
+    train_arms(experiments, tmp_path, device="cpu", progress=False, trainer=trainer,
+               threads=torch.get_num_threads())
+    planned = [j.folder(tmp_path) for j in plan(experiments)]
     assert sorted(planned) == sorted(trained) and len(set(planned)) == len(planned)
-    assert len(plan(experiments)) == 85  # the planned seeds; docs/claims.md prices them
+    assert len(planned) == 85  # the planned seeds; docs/claims.md prices them
     # a run's cost depends on all but its seed and learning rate
     base = protocol()
     assert shape(base) == shape(base.replace(seed=7, lr=0.05))
     assert shape(base) != shape(base.replace(epochs=9))
+
+
+def test_each_run_chooses_its_threads_when_it_starts(tmp_path, monkeypatch):
+    """A process busy for a moment when the experiment starts costs that run a thread, not every
+    run after it; a resumed run keeps its recorded threads; --threads N holds for every run."""
+    from inception.experiments import runner
+
+    tiny = protocol().replace(subset=256, val_images=128, epochs=1)
+    monkeypatch.setitem(claims.REGIMES, "base", lambda seed=0: tiny.replace(seed=seed))
+    experiment, used = EXPERIMENTS["pool-branch"], []
+
+    def trainer(cfg, out, resume, **kw):
+        used.append((cfg.seed, cfg.model.pool_branch, resume, torch.get_num_threads()))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
+        (out / "results.json").write_text('{"val_top1": 1, "test_top1": 1, "wall_s": 1}')
+
+    busy = iter([(1, 1.0), (2, 0.0), (2, 0.1)])  # free threads seen before each new run
+    monkeypatch.setattr(runner, "cpu_threads", lambda: next(busy))
+    started = run_dir(tmp_path, experiment, experiment.arms[1], 1)  # a run killed earlier
+    started.mkdir(parents=True)
+    (started / "config.json").write_text(json.dumps({"train": {}, "threads": 1}))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train_arms([experiment], tmp_path, [0, 1], progress=False, trainer=trainer)
+        assert used == [(0, True, False, 1), (0, False, False, 2), (1, True, False, 2),
+                        (1, False, True, 1)]
+        assert torch.get_num_threads() == 2  # restored for the reports
+        used.clear()
+        train_arms([experiment], tmp_path / "other", [0], progress=False, trainer=trainer,
+                   threads=1)
+        assert [u[3] for u in used] == [1, 1]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_grid_picks_each_arms_best_validation_top1_on_a_seed_of_its_own(tmp_path):
@@ -218,7 +254,7 @@ def test_a_diverged_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
         (out / "results.json").write_text('{"val_top1": 1, "test_top1": 1, "wall_s": 1}')
 
     train_arms([experiment], tmp_path, [0, 1, 2], device="cpu", progress=False,
-               trainer=trainer)
+               trainer=trainer, threads=torch.get_num_threads())
     assert len(trained) == 6  # every run was tried
     diverged = run_dir(tmp_path, experiment, experiment.arms[1], 1) / "diverged.json"
     assert "nan at step 3" in json.loads(diverged.read_text())["error"]
@@ -317,25 +353,29 @@ def test_the_training_cost_counts_shared_runs_and_prices_each_at_its_arms_quiet_
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
     # base/paper: quiet runs of 100 s and 200 s, one shared run of 3600 s, one lr-grid run of
-    # 300 s (its arm's too); polyak/paper: one run of 60 s with no record
+    # 300 s (its arm's too), one quiet run of 3000 s on 1 thread; polyak/paper: one run of 60 s
+    # with no record
     base = EXPERIMENTS["pool-branch"].base()
-    for folder, cfg, wall, busy in (
-            ("base/paper-seed0", base, 100, 0.1),
-            ("base/paper-seed1", dataclasses.replace(base, seed=1), 200, 0.0),
-            ("base/paper-seed2", dataclasses.replace(base, seed=2), 3600, 1.5),
-            ("base/lr=0.1-seed100", dataclasses.replace(base, seed=100, lr=0.1), 300, 0.2),
-            ("polyak/paper-seed0", claims.polyak(), 60, None)):
+    for folder, cfg, wall, busy, threads in (
+            ("base/paper-seed0", base, 100, 0.1, 2),
+            ("base/paper-seed1", dataclasses.replace(base, seed=1), 200, 0.0, 2),
+            ("base/paper-seed2", dataclasses.replace(base, seed=2), 3600, 1.5, 2),
+            ("base/paper-seed3", dataclasses.replace(base, seed=3), 3000, 0.0, 1),
+            ("base/lr=0.1-seed100", dataclasses.replace(base, seed=100, lr=0.1), 300, 0.2, 2),
+            ("polyak/paper-seed0", claims.polyak(), 60, None, None)):
         run = tmp_path / "runs" / folder
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
         (run / "results.json").write_text(json.dumps({"wall_s": wall}))
         if busy is not None:
             (run / "sharing.json").write_text(json.dumps(
-                {"sessions": [{"wall_s": wall, "cores_busy_elsewhere": busy, "threads": 2}]}))
-    # quiet: 4 base runs at the median of 100, 200, 300 (200 s) + the polyak run's own 60 s
+                {"sessions": [{"wall_s": wall, "cores_busy_elsewhere": busy,
+                               "threads": threads}]}))
+    # quiet: 5 base runs at the median of 100, 200, 300 (200 s) + the polyak run's own 60 s
     assert summary.cost(tmp_path) == (
-        "5 runs, 1.2 hours of wall time in all; 2 trained beside other work or without a record; "
-        f"on a quiet machine (each run at its arm's median quiet run) about {860 / 3600:.1f} hours")
+        "6 runs, 2.0 hours of wall time in all; 3 trained beside other work, with fewer than 2 "
+        "threads or without a record; on a quiet machine (each run at its arm's median quiet "
+        f"run) about {1060 / 3600:.1f} hours")
 
 
 def test_select_refuses_an_unknown_experiment_by_name():

@@ -311,7 +311,10 @@ def _experiment(args: argparse.Namespace) -> int:
     try:
         if not args.report_only:
             runner.train_arms(experiments, out, seeds, device=args.device,
-                              progress=not args.no_progress, data_dir=args.data_dir)
+                              progress=not args.no_progress, data_dir=args.data_dir,
+                              threads=args.threads)  # None: chosen before each run
+        if args.threads is None:
+            _cpu_threads("experiment")
         results = structure.build_reports(experiments, out, seeds, data_dir=args.data_dir)
         for result in results:
             paths = report.write_report(result, out)
@@ -358,8 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        elif args.command in ("eval", "predict", "export", "bench", "experiment"):
-            _cpu_threads(args.command, note=args.command == "experiment")
+        elif args.command in ("eval", "predict", "export", "bench"):
+            _cpu_threads(args.command, note=False)
         return args.func(args)
     except (ConfigError, UsageError) as e:
         print(f"inception {args.command}: error: {e}", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from inception.devices import CpuShare
+from inception.devices import CpuShare, cpu_cores, cpu_threads
 from inception.experiments.claims import GRID_SEED, Arm, Experiment
 from inception.files import write_json
 from inception.train import train
@@ -141,34 +141,64 @@ def shape(cfg: TrainConfig) -> str:
 
 def train_arms(experiments: Iterable[Experiment], out: Path, seeds: Sequence[int] | None = None,
                device: str = "auto", progress: bool = True, data_dir: str | None = None,
-               trainer: Callable[..., Any] = train) -> list[Path]:
+               trainer: Callable[..., Any] = train, threads: int | None = None) -> list[Path]:
     """Train every run the experiments need that is not finished yet; the run directories.
+    `threads`: torch's threads for every run; None chooses them before each run (`run_threads`).
     `trainer` is `inception.train.train` (a test may wrap it)."""
     experiments, dirs, seen = list(experiments), [], set()
-    while True:  # a grid's choice adds the arm's remaining seeds
-        todo = [j for j in jobs(experiments, out, seeds) if j.folder(out) not in seen]
-        if not todo:
-            return dirs
-        for i, job in enumerate(todo, 1):
-            folder, cfg = job.folder(out), job.config
-            dirs.append(folder)
-            seen.add(folder)
-            if done(folder):
-                check_run_config(folder, cfg)
-                log.info("[%d/%d] %s: ended before, kept", i, len(todo), folder)
-                continue
-            resume = _resumable(folder)
-            log.info("[%d/%d] %s: %s", i, len(todo), folder,
-                     "resuming" if resume else "training")
-            share = CpuShare()
-            try:
-                trainer(cfg, out=folder, device=device, resume=resume, progress=progress,
-                        data_dir=data_dir)
-            except Diverged as error:  # an outcome of this arm, recorded; the others go on
-                log.warning("%s diverged: %s", folder, error)
-                write_json(folder / DIVERGED_FILE, {"error": str(error), "lr": cfg.lr})
-            finally:
-                record_sharing(folder, share)
+    most = torch.get_num_threads()
+    try:
+        while True:  # a grid's choice adds the arm's remaining seeds
+            todo = [j for j in jobs(experiments, out, seeds) if j.folder(out) not in seen]
+            if not todo:
+                return dirs
+            _train_jobs(todo, out, dirs, seen, threads, most,
+                        dict(device=device, progress=progress, data_dir=data_dir), trainer)
+    finally:
+        torch.set_num_threads(most)
+
+
+def _train_jobs(todo: list[Job], out: Path, dirs: list[Path], seen: set[Path],
+                threads: int | None, most: int, options: dict[str, Any],
+                trainer: Callable[..., Any]) -> None:
+    for i, job in enumerate(todo, 1):
+        folder, cfg = job.folder(out), job.config
+        dirs.append(folder)
+        seen.add(folder)
+        if done(folder):
+            check_run_config(folder, cfg)
+            log.info("[%d/%d] %s: ended before, kept", i, len(todo), folder)
+            continue
+        resume = _resumable(folder)
+        torch.set_num_threads(threads or run_threads(folder, resume, most))
+        log.info("[%d/%d] %s: %s with %d thread(s)", i, len(todo), folder,
+                 "resuming" if resume else "training", torch.get_num_threads())
+        share = CpuShare()
+        try:
+            trainer(cfg, out=folder, resume=resume, **options)
+        except Diverged as error:  # an outcome of this arm, recorded; the others go on
+            log.warning("%s diverged: %s", folder, error)
+            write_json(folder / DIVERGED_FILE, {"error": str(error), "lr": cfg.lr})
+        finally:
+            record_sharing(folder, share)
+
+
+def run_threads(folder: Path, resume: bool, most: int) -> int:
+    """The threads a run trains with when none were asked for: a resumed run's recorded ones
+    (its arithmetic's rounding depends on them), else one per core that other processes leave
+    free now, at most `most` (`devices.cpu_threads`). Chosen before each run, not once for the
+    whole experiment: a process busy for a moment at the start would otherwise leave hours of
+    runs on one thread, at about 0.6x the speed on two cores."""
+    if resume and (folder / "config.json").exists():
+        recorded = read_json(folder / "config.json").get("threads")
+        if isinstance(recorded, int) and recorded >= 1:
+            return recorded
+    torch.set_num_threads(most)
+    chosen, others = cpu_threads()
+    if chosen < most:
+        log.warning("%s: other processes keep %.1f of %d cores busy: training with %d "
+                    "thread(s)", folder, others, cpu_cores(), chosen)
+    return chosen
 
 
 def record_sharing(folder: Path, share: CpuShare) -> None:
@@ -224,6 +254,15 @@ def shared_cores(folder: Path) -> float | None:
     busy = [s["cores_busy_elsewhere"] for s in read_json(path)["sessions"]
             if s["cores_busy_elsewhere"] is not None]
     return max(busy) if busy else None
+
+
+def session_threads(folder: Path) -> set[int]:
+    """The torch thread counts the run's training sessions used (`sharing.json`; empty where
+    not recorded)."""
+    path = Path(folder) / SHARING_FILE
+    if not path.exists():
+        return set()
+    return {s["threads"] for s in read_json(path)["sessions"] if s.get("threads") is not None}
 
 
 def read_json(path: Path) -> dict[str, Any]:
