@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ def steal_seconds() -> float | None:
         fields = Path("/proc/stat").read_text().splitlines()[0].split()
     except OSError:
         return None
-    return int(fields[8]) / 100 if len(fields) > 8 else None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
 def timed_run(job: runner.Job, folder: Path) -> dict:
@@ -68,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None,
-                        help="keep the runs in this folder (default: a temporary one)")
+                        help="keep the runs in this new folder (default: a temporary one)")
     add_json_out_argument(parser)
     args = parser.parse_args()
     recorder = Recorder(__file__, args)
@@ -100,8 +101,10 @@ def main() -> None:
               f"{r['wall_s'] / 60:.1f} | {r['runs'] * r['wall_s'] / 60:.0f} | "
               f"{'-' if busy is None else f'{busy:.2f}'} | "
               f"{'-' if stolen is None else f'{stolen:.2f}'} |")
-    print(f"| all | {sum(r['runs'] for r in rows)} | | {total / 60:.0f} "
-          f"({total / 3600:.2f} hours; budget {BUDGET_H:g}) | | |")
+    # a diverged run stopped early: its shape's price is then only a lower bound
+    bound = "at least " if any(r["diverged"] for r in rows) else ""
+    print(f"| all | {sum(r['runs'] for r in rows)} | | {bound}{total / 60:.0f} "
+          f"({bound}{total / 3600:.2f} hours; budget {BUDGET_H:g}) | | |")
     recorder.write({"threads": args.threads, "shapes": rows, "total_s": total,
                     "budget_h": BUDGET_H})
 
