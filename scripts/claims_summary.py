@@ -109,15 +109,16 @@ def cost(out: Path) -> str:
     most = max((t for _, _, threads in runs for t in threads), default=None)
 
     def quiet(busy: float | None, threads: set[int]) -> bool:
-        return busy is not None and busy <= SHARED_CORES and threads == {most}
+        return busy is not None and busy <= SHARED_CORES and (most is None or threads == {most})
 
     quiet_total = sum(
         len(arm) * statistics.median([w for w, b, t in arm if quiet(b, t)] or [w for w, *_ in arm])
         for arm in walls.values())
+    fewer = "" if most is None else f", with fewer than {most} threads"
     return (f"{len(runs)} runs, {sum(w for w, *_ in runs) / 3600:.1f} hours of wall time in all; "
-            f"{sum(not quiet(b, t) for _, b, t in runs)} trained beside other work, with fewer "
-            f"than {most} threads or without a record; on a quiet machine (each run at its "
-            f"arm's median quiet run) about {quiet_total / 3600:.1f} hours")
+            f"{sum(not quiet(b, t) for _, b, t in runs)} trained beside other work{fewer} or "
+            f"without a record; on a quiet machine (each run at its arm's median quiet run) "
+            f"about {quiet_total / 3600:.1f} hours")
 
 
 def results(out: Path, plots: Path) -> list[str]:

@@ -200,8 +200,9 @@ def test_each_run_chooses_its_threads_when_it_starts(tmp_path, monkeypatch):
         (out / "config.json").write_text(json.dumps({"train": cfg.to_dict()}))
         (out / "results.json").write_text('{"val_top1": 1, "test_top1": 1, "wall_s": 1}')
 
-    busy = iter([(1, 1.0), (2, 0.0), (2, 0.1)])  # free threads seen before each new run
-    monkeypatch.setattr(runner, "cpu_threads", lambda: next(busy))
+    free = iter([(1, 1.0), (2, 0.0), (2, 0.1)])  # free cores seen before each new run
+    monkeypatch.setattr(runner, "cpu_threads",  # capped at torch's count, as devices' is
+                        lambda: (lambda n, o: (min(n, torch.get_num_threads()), o))(*next(free)))
     started = run_dir(tmp_path, experiment, experiment.arms[1], 1)  # a run killed earlier
     started.mkdir(parents=True)
     (started / "config.json").write_text(json.dumps({"train": {}, "threads": 1}))
@@ -216,6 +217,14 @@ def test_each_run_chooses_its_threads_when_it_starts(tmp_path, monkeypatch):
         train_arms([experiment], tmp_path / "other", [0], progress=False, trainer=trainer,
                    threads=1)
         assert [u[3] for u in used] == [1, 1]
+
+        def killed(cfg, **kw):
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            train_arms([experiment], tmp_path / "killed", [0], progress=False, trainer=killed,
+                       threads=1)
+        assert torch.get_num_threads() == 2  # restored however the runs end
     finally:
         torch.set_num_threads(before)
 

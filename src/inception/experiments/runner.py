@@ -189,13 +189,16 @@ def run_threads(folder: Path, resume: bool, most: int) -> int:
     free now, at most `most` (`devices.cpu_threads`). Chosen before each run, not once for the
     whole experiment: a process busy for a moment at the start would otherwise leave hours of
     runs on one thread, at about 0.6x the speed on two cores."""
-    if resume and (folder / "config.json").exists():
-        recorded = read_json(folder / "config.json").get("threads")
+    if resume:
+        try:
+            recorded = read_json(folder / "config.json").get("threads")
+        except (OSError, ValueError, AttributeError):
+            recorded = None  # train() says what is wrong with the run directory
         if isinstance(recorded, int) and recorded >= 1:
             return recorded
     torch.set_num_threads(most)
     chosen, others = cpu_threads()
-    if chosen < most:
+    if chosen < min(most, cpu_cores()):
         log.warning("%s: other processes keep %.1f of %d cores busy: training with %d "
                     "thread(s)", folder, others, cpu_cores(), chosen)
     return chosen
