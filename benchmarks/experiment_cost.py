@@ -75,11 +75,12 @@ def main() -> None:
     recorder = Recorder(__file__, args)
     torch.set_num_threads(args.threads)
 
-    plan = runner.plan(claims.select("all"))
-    runs_of = collections.Counter(runner.shape(job.config) for job in plan)
-    first = {}
-    for job in plan:
-        first.setdefault(runner.shape(job.config), job)
+    runs_of: collections.Counter[str] = collections.Counter()
+    first: dict[str, runner.Job] = {}
+    for job in runner.plan(claims.select("all")):
+        key = runner.shape(job.config)
+        runs_of[key] += 1
+        first.setdefault(key, job)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

@@ -27,7 +27,7 @@ from pathlib import Path
 from inception.experiments import stats
 from inception.experiments.claims import EXPERIMENTS
 from inception.experiments.report import SHARED_CORES, Comparison, correct
-from inception.experiments.runner import saved_config, session_threads, shared_cores
+from inception.experiments.runner import saved_config, session_threads, shape, shared_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = (ROOT / "README.md", ROOT / "docs" / "claims.md")
@@ -98,9 +98,7 @@ def cost(out: Path) -> str:
     a grid run is counted with its arm) that used the most threads."""
     walls: dict[str, list[tuple[float, float | None, set[int]]]] = {}
     for path in sorted(out.glob("runs/*/*/results.json")):
-        arm = {k: v for k, v in saved_config(path.parent).to_dict().items()
-               if k not in ("seed", "lr")}
-        walls.setdefault(json.dumps(arm, sort_keys=True), []).append(
+        walls.setdefault(shape(saved_config(path.parent)), []).append(
             (json.loads(path.read_text())["wall_s"], shared_cores(path.parent),
              session_threads(path.parent)))
     runs = [w for arm in walls.values() for w in arm]

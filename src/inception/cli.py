@@ -268,11 +268,10 @@ def _cpu_threads(command: str, resumed: Path | None = None, note: bool = True) -
     from inception.devices import cpu_cores, cpu_threads
 
     if resumed is not None:
-        try:
-            recorded = json.loads((resumed / "config.json").read_text()).get("threads")
-        except (OSError, ValueError, AttributeError):
-            recorded = None  # train() says what is wrong with the run directory
-        if isinstance(recorded, int) and recorded >= 1:
+        from inception.train.rundir import recorded_threads
+
+        recorded = recorded_threads(resumed)
+        if recorded is not None:
             torch.set_num_threads(recorded)
         return
     threads, others = cpu_threads()

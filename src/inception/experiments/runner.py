@@ -28,6 +28,7 @@ from inception.experiments.claims import GRID_SEED, Arm, Experiment
 from inception.files import write_json
 from inception.train import train
 from inception.train.config import Diverged, RunError, TrainConfig
+from inception.train.rundir import recorded_threads
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +190,9 @@ def run_threads(folder: Path, resume: bool, most: int) -> int:
     free now, at most `most` (`devices.cpu_threads`). Chosen before each run, not once for the
     whole experiment: a process busy for a moment at the start would otherwise leave hours of
     runs on one thread, at about 0.6x the speed on two cores."""
-    if resume:
-        try:
-            recorded = read_json(folder / "config.json").get("threads")
-        except (OSError, ValueError, AttributeError):
-            recorded = None  # train() says what is wrong with the run directory
-        if isinstance(recorded, int) and recorded >= 1:
-            return recorded
+    recorded = recorded_threads(folder) if resume else None
+    if recorded is not None:
+        return recorded
     torch.set_num_threads(most)
     chosen, others = cpu_threads()
     if chosen < min(most, cpu_cores()):

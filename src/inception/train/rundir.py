@@ -59,6 +59,17 @@ def killed_before_first_checkpoint(out: Path) -> bool:
     return not folder.exists() or all(p.suffix == ".tmp" for p in folder.iterdir())
 
 
+def recorded_threads(out: Path) -> int | None:
+    """The torch thread count a run's `config.json` records, None where it records none or
+    cannot be read (`train` then says what is wrong with the run directory). A resumed run
+    trains with it: the thread count changes the arithmetic's rounding."""
+    try:
+        recorded = json.loads((Path(out) / "config.json").read_text()).get("threads")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, int) and recorded >= 1 else None
+
+
 def read_results(out: Path) -> dict[str, Any] | None:
     """A run directory's `results.json`, or None where there is none or it holds no object."""
     try:
